@@ -1,0 +1,401 @@
+"""From a state dict to an `FDATConfig`: detection by key grammar, inference by shapes.
+
+Pure functions over keys and tensor shapes; no module is built and no weight
+is copied. `infer_config` proposes a configuration from a few tensors, then
+checks every key and shape against `expected_shapes(config)`, so any broken
+checkpoint ends in one `FDATCheckpointError` that names the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import (
+    META_VERSION_MODES,
+    UPSAMPLER_TYPES,
+    BlockType,
+    FDATConfig,
+    Layout,
+    Shape,
+    UpsamplerType,
+    canonical_aim_ratio,
+    canonical_ffn_ratio,
+    expected_shapes,
+    minimal_period,
+)
+from .errors import FDATCheckpointError
+
+DEFAULT_GUESSED_SCALE = 4
+
+_BLOCK = r"groups\.\d+\.blocks\.\d+\."
+_UPSAMPLER_KEYS = {
+    "uniupsample": r"""upsampler\.(?:MetaUpsample
+        |\d+\.(?:weight|bias)
+        |\d+\.(?:offset\.(?:weight|bias)|scope\.weight|end_conv\.(?:weight|bias)|init_pos)
+        |\d+\.conv\.0\.(?:weight|bias)
+        |\d+\.(?:proj_q\.weight|proj_k\.weight|conv_offset\.[013]\.(?:weight|bias)
+              |layer_norm\.(?:weight|bias)|relative_position_bias_table))""",
+    "lhan": r"upsampler\.(?:conv_pre|conv_post|refine|up|up\.[02]|conv\.[02])\.(?:weight|bias)",
+    "standalone": r"upsampler\.body(?:\.\d+)?\.(?:weight|bias)",
+}
+_BODY_KEYS = rf"""conv_first\.(?:1\.)?(?:weight|bias)
+    |conv_after\.weight
+    |groups\.\d+\.conv\.weight
+    |{_BLOCK}(?:n1|n2)\.(?:weight|bias)
+    |{_BLOCK}attn\.(?:qkv\.weight|proj\.(?:weight|bias)|bias|temp)
+    |{_BLOCK}conv\.0\.weight
+    |{_BLOCK}inter\.(?:sg\.0|cg\.1|cg\.3)\.weight
+    |{_BLOCK}ffn\.(?:fc1|fc2|smix)\.weight"""
+_FDAT_KEY = re.compile(rf"(?:{_BODY_KEYS}|{'|'.join(_UPSAMPLER_KEYS.values())})", re.X)
+_LAYOUT_KEY = {name: re.compile(pattern, re.X) for name, pattern in _UPSAMPLER_KEYS.items()}
+_FDAT_SIGNATURE = re.compile(rf"{_BLOCK}(?:inter|ffn)\.")
+
+
+def is_fdat_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True when every key belongs to the FDAT layout and its anchors are present.
+
+    Any foreign key (TFDAT's flow_net, FDAT-RD's dictionary attention, other
+    prototypes) declines; so does a non-square window (FDAT-RD's rectangles).
+    """
+    if not isinstance(state_dict, Mapping) or "conv_after.weight" not in state_dict:
+        return False
+    if "conv_first.weight" not in state_dict and "conv_first.1.weight" not in state_dict:
+        return False
+    has_signature = has_upsampler = False
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not _FDAT_KEY.fullmatch(key):
+            return False
+        has_signature = has_signature or bool(_FDAT_SIGNATURE.match(key))
+        has_upsampler = has_upsampler or key.startswith("upsampler.")
+        if key.endswith(".attn.bias") and isinstance(value, torch.Tensor) and value.ndim == 3:
+            side = math.isqrt(value.shape[1])
+            if side * side != value.shape[1]:
+                return False
+    return has_signature and has_upsampler
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What a state dict says about its network."""
+
+    config: FDATConfig
+    scale_guessed: bool = False
+    """The checkpoint cannot tell its scale; `config.scale` is a hint or the default."""
+    stored_meta: tuple[int, ...] | None = None
+    """MetaUpsample as stored (read as integers), None for layouts without it."""
+
+    @property
+    def meta_agrees(self) -> bool | None:
+        if self.stored_meta is None:
+            return None
+        return list(self.stored_meta) == self.config.meta_upsample()
+
+
+def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> Inference:
+    """Infer the configuration of an FDAT state dict (already canonicalised by spandrel).
+
+    `scale` is used only where the checkpoint cannot tell its scale (LHAN
+    nearest_conv, ambiguous unshuffle inputs); elsewhere the shapes decide.
+    """
+    sd = _Shapes(state_dict)
+    unshuffle = "conv_first.1.weight" in state_dict
+    first = sd.get("conv_first.1.weight" if unshuffle else "conv_first.weight", ndim=4)
+    e, first_in = first[0], first[1]
+
+    num_groups = _count(state_dict, r"groups\.(\d+)\.", "groups")
+    num_blocks = _count(state_dict, r"groups\.0\.blocks\.(\d+)\.", "groups.0.blocks")
+    types = tuple(_block_type(sd, b) for b in range(num_blocks))
+    pattern = minimal_period(types)
+    head_key = "attn.bias" if types[0] == "spatial" else "attn.temp"
+    num_heads = sd.get(f"groups.0.blocks.0.{head_key}", ndim=3)[0]
+    window_size = 8
+    if "spatial" in types:
+        b = types.index("spatial")
+        n = sd.get(f"groups.0.blocks.{b}.attn.bias", ndim=3)[1]
+        window_size = math.isqrt(n)
+        if window_size * window_size != n or n == 0:
+            raise FDATCheckpointError(
+                f"expected [heads, ws*ws, ws*ws], found {list(sd.get(f'groups.0.blocks.{b}.attn.bias'))}",
+                key=f"groups.0.blocks.{b}.attn.bias",
+            )
+    hidden = sd.get("groups.0.blocks.0.ffn.fc1.weight", ndim=2)[0]
+    reduced = sd.get("groups.0.blocks.0.inter.cg.1.weight", ndim=4)[0]
+    for key, value in (
+        ("groups.0.blocks.0.ffn.fc1.weight", hidden),
+        ("groups.0.blocks.0.inter.cg.1.weight", reduced),
+        ("conv_first.weight", e),
+    ):
+        if value < 1:
+            raise FDATCheckpointError("has a zero-size dimension", key=key)
+
+    layout = _layout(state_dict)
+    up = _infer_upsampler(sd, layout, e, first_in, unshuffle)
+    num_in, user_scale, guessed = first_in, up.scale, up.scale_guessed
+    if unshuffle:
+        if up.scale != 4:
+            raise FDATCheckpointError(
+                f"an unshuffle checkpoint upsamples x4 internally, its upsampler does x{up.scale}",
+                key="conv_first.1.weight",
+            )
+        num_in, user_scale, guessed = _unshuffle_input(first_in, up.out, scale)
+    elif guessed and scale is not None:
+        user_scale, guessed = scale, False
+
+    try:
+        config = FDATConfig(
+            num_in_ch=num_in,
+            num_out_ch=up.out,
+            scale=user_scale,
+            embed_dim=e,
+            num_groups=num_groups,
+            depth_per_group=num_blocks // len(pattern),
+            num_heads=num_heads,
+            window_size=window_size,
+            ffn_expansion_ratio=canonical_ffn_ratio(e, hidden),
+            aim_reduction_ratio=canonical_aim_ratio(e, reduced),
+            group_block_pattern=pattern,
+            mid_dim=up.mid,
+            upsampler_type=up.mode,
+            unshuffle_mod=unshuffle,
+            layout=layout,
+            meta_version=up.meta[0] if up.meta else 3,
+        )
+    except ValueError as err:
+        raise FDATCheckpointError(f"inconsistent hyperparameters: {err}") from None
+    _check_against(sd, expected_shapes(config), config)
+    return Inference(config, guessed, up.meta)
+
+
+# --- reading tensors ---------------------------------------------------------
+class _Shapes:
+    """Shape look-ups that fail with an error naming the key."""
+
+    def __init__(self, state_dict: Mapping[str, Any]) -> None:
+        self.sd = state_dict
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.sd
+
+    def get(self, key: str, ndim: int | None = None) -> Shape:
+        value = self.sd.get(key)
+        if value is None:
+            raise FDATCheckpointError("missing", key=key)
+        if not isinstance(value, torch.Tensor):
+            raise FDATCheckpointError(f"expected a tensor, found {type(value).__name__}", key=key)
+        if ndim is not None and value.ndim != ndim:
+            raise FDATCheckpointError(f"expected a {ndim}-D tensor, found shape {list(value.shape)}", key=key)
+        return tuple(value.shape)
+
+    def indices(self, pattern: str) -> list[int]:
+        rx = re.compile(pattern)
+        return sorted({int(m.group(1)) for k in self.sd if (m := rx.fullmatch(k))})
+
+
+def _count(state_dict: Mapping[str, Any], pattern: str, what: str) -> int:
+    rx = re.compile(pattern)
+    found = sorted({int(m.group(1)) for k in state_dict if (m := rx.match(k))})
+    if not found:
+        raise FDATCheckpointError("missing", key=f"{what}.0")
+    for i, n in enumerate(found):
+        if i != n:
+            raise FDATCheckpointError(f"missing (found {what}.{n} but not {what}.{i})", key=f"{what}.{i}")
+    return len(found)
+
+
+def _block_type(sd: _Shapes, b: int) -> BlockType:
+    p = f"groups.0.blocks.{b}.attn."
+    spatial, channel = p + "bias" in sd, p + "temp" in sd
+    if spatial == channel:
+        both = (
+            "has both bias (spatial) and temp (channel)" if spatial else "has neither bias (spatial) nor temp (channel)"
+        )
+        raise FDATCheckpointError(both, key=p.rstrip("."))
+    return "spatial" if spatial else "channel"
+
+
+def _layout(state_dict: Mapping[str, Any]) -> Layout:
+    keys = [k for k in state_dict if k.startswith("upsampler.")]
+    found = [name for name, rx in _LAYOUT_KEY.items() if any(rx.fullmatch(k) for k in keys)]
+    if len(found) != 1:
+        raise FDATCheckpointError(f"upsampler keys mix the layouts {found}" if found else "no upsampler keys")
+    return found[0]  # type: ignore[return-value]
+
+
+def read_meta(value: Any) -> tuple[int, ...]:
+    """MetaUpsample as integers, whatever its dtype (uint8, int64, float16/32 after a cast or blend)."""
+    key = "upsampler.MetaUpsample"
+    if not isinstance(value, torch.Tensor):
+        raise FDATCheckpointError(f"expected a tensor, found {type(value).__name__}", key=key)
+    if value.shape != (7,) or value.dtype == torch.bool or value.is_complex():
+        raise FDATCheckpointError(f"expected 7 integers, found {value.dtype} of shape {list(value.shape)}", key=key)
+    floats = value.double()
+    if not bool(torch.isfinite(floats).all()) or bool(((floats < 0) | (floats > 255)).any()):
+        raise FDATCheckpointError(f"values out of range 0..255: {floats.tolist()}", key=key)
+    return tuple(round(v) for v in floats.tolist())
+
+
+# --- upsamplers --------------------------------------------------------------
+@dataclass(frozen=True)
+class _Upsampler:
+    mode: UpsamplerType
+    scale: int
+    out: int
+    mid: int
+    meta: tuple[int, ...] | None = None
+    scale_guessed: bool = False
+
+
+def _infer_upsampler(sd: _Shapes, layout: Layout, e: int, first_in: int, unshuffle: bool) -> _Upsampler:
+    if layout == "lhan":
+        return _lhan(sd)
+    if layout == "standalone":
+        return _standalone(sd, first_in)
+    return _uniupsample(sd, e, first_in, unshuffle)
+
+
+def _lhan(sd: _Shapes) -> _Upsampler:
+    if "upsampler.conv_pre.weight" in sd:
+        out = sd.get("upsampler.conv_post.weight", ndim=4)[0]
+        s = _square_factor(sd.get("upsampler.conv_pre.weight", ndim=4)[0], out, "upsampler.conv_pre.weight")
+        return _Upsampler("pixelshuffle", s, out, 64)
+    if "upsampler.conv.0.weight" in sd:  # nearest_conv: the scale is stored nowhere
+        out = sd.get("upsampler.conv.2.weight", ndim=4)[0]
+        return _Upsampler("nearest+conv", DEFAULT_GUESSED_SCALE, out, 64, scale_guessed=True)
+    if "upsampler.up.0.weight" in sd:
+        return _Upsampler("transpose+conv", 4, sd.get("upsampler.up.2.weight", ndim=4)[1], 64)
+    w = sd.get("upsampler.up.weight", ndim=4)
+    return _Upsampler("transpose+conv", 2 if w[2] == 4 else 3, w[1], 64)
+
+
+def _standalone(sd: _Shapes, first_in: int) -> _Upsampler:
+    if "upsampler.body.weight" in sd:
+        return _Upsampler("pixelshuffle", 1, sd.get("upsampler.body.weight", ndim=4)[0], 64)
+    w0 = sd.get("upsampler.body.0.weight", ndim=4)
+    if w0[2] == 2:  # ConvTranspose2d(E, mid, 2, 2): transpose+conv, x4
+        return _Upsampler("transpose+conv", 4, sd.get("upsampler.body.4.weight", ndim=4)[0], w0[1])
+    convs = sd.indices(r"upsampler\.body\.(\d+)\.weight")
+    if convs == [0]:  # conv E -> out*s*s, PixelShuffle(s), s neither 1 nor a power of two
+        for out in dict.fromkeys((first_in, 3, 1, 4, 2)):
+            if w0[0] % out == 0 and (s := math.isqrt(w0[0] // out)) ** 2 * out == w0[0] and s & (s - 1):
+                return _Upsampler("pixelshuffle", s, out, 64)
+        raise FDATCheckpointError(
+            f"expected [out*s*s, E, 3, 3] for a PixelShuffle(s), found {list(w0)}", key="upsampler.body.0.weight"
+        )
+    last = convs[-1]
+    return _Upsampler("pixelshuffle", 2 ** ((last - 1) // 2), sd.get(f"upsampler.body.{last}.weight", ndim=4)[0], w0[0])
+
+
+def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsampler:
+    meta = read_meta(sd.sd.get("upsampler.MetaUpsample")) if "upsampler.MetaUpsample" in sd else None
+    if meta is None:
+        raise FDATCheckpointError(
+            "missing (UniUpsample checkpoints store their upsampler here)", key="upsampler.MetaUpsample"
+        )
+    version, mode_index, m_scale, _, m_out, m_mid, _ = meta
+    if version not in META_VERSION_MODES:
+        raise FDATCheckpointError(f"unknown UniUpsample version {version} (known: 2, 3)", key="upsampler.MetaUpsample")
+    meta_mode = UPSAMPLER_TYPES[mode_index] if mode_index < len(UPSAMPLER_TYPES) else None
+    mid = m_mid if m_mid >= 1 else 64
+    convs = {i: sd.get(f"upsampler.{i}.weight", ndim=4) for i in sd.indices(r"upsampler\.(\d+)\.weight")}
+    extras = {
+        name: sd.indices(rf"upsampler\.(\d+)\.{name}") for name in ("offset.weight", "proj_q.weight", "conv.0.weight")
+    }
+
+    def last_out() -> int:
+        if not convs:
+            raise FDATCheckpointError("missing", key="upsampler.0.weight")
+        return convs[max(convs)][0]
+
+    def two_or_three(stages: int) -> tuple[int, bool]:
+        """Scale of a staged upsampler; one stage is x2 or x3 with equal shapes: MetaUpsample decides."""
+        if stages > 1:
+            return 2**stages, False
+        return (m_scale, False) if m_scale in (2, 3) else (2, True)
+
+    def found(mode: UpsamplerType, s: int, out: int, mid_: int = mid, guessed: bool = False) -> _Upsampler:
+        return _Upsampler(mode, s, out, mid_, meta, guessed)
+
+    if extras["offset.weight"]:  # DySample at 0, or at 2 behind a conv E -> mid
+        d = extras["offset.weight"][0]
+        off = sd.get(f"upsampler.{d}.offset.weight", ndim=4)
+        s = math.isqrt(off[0] // 8)
+        if s * s * 8 != off[0] or s < 1:
+            raise FDATCheckpointError(
+                f"expected [8*s*s, mid, 1, 1], found {list(off)}", key=f"upsampler.{d}.offset.weight"
+            )
+        return found("dysample", s, sd.get(f"upsampler.{d}.end_conv.weight", ndim=4)[0], off[1])
+    if extras["proj_q.weight"]:  # LDA: its scale is in no weight
+        d = extras["proj_q.weight"][0]
+        s = m_scale if m_scale >= 2 else 2
+        return found("lda", s, last_out(), sd.get(f"upsampler.{d}.proj_q.weight", ndim=4)[1], m_scale < 2)
+    if extras["conv.0.weight"]:  # pa_up: one pixel attention per stage
+        stages = len(extras["conv.0.weight"])
+        s, guessed = two_or_three(stages)
+        pa = sd.get(f"upsampler.{extras['conv.0.weight'][0]}.conv.0.weight", ndim=4)
+        return found("pa_up", s, last_out(), pa[0], guessed)
+    idx = sorted(convs)
+    if idx == [0]:
+        rows = convs[0][0]
+        if meta_mode == "pixelshuffledirect" and m_scale > 1:
+            outs = (m_out, first_in, 3, 1, 4, 2) if not unshuffle else (m_out, 3, 1, 4, 2)
+            for out in dict.fromkeys(o for o in outs if o >= 1):
+                if rows % out == 0 and (s := math.isqrt(rows // out)) ** 2 * out == rows and s > 1:
+                    return found("pixelshuffledirect", s, out)
+        return found(meta_mode if meta_mode in UPSAMPLER_TYPES else "conv", 1, rows)
+    if idx in ([0, 1], [0, 2, 3]) and convs[0][0] == e and convs[0][2] in (3, 4):  # ConvTranspose2d [E, *, k, k]
+        if idx == [0, 2, 3]:
+            return found("transpose+conv", 4, convs[2][1])
+        return found("transpose+conv", 2 if convs[0][2] == 4 else 3, convs[0][1])
+    if all(i % 2 == 0 for i in idx) and len(idx) >= 3:  # pixelshuffle: 0, stages at 2, 4, ..., last
+        stages = len(idx) - 2
+        s = 3 if stages == 1 and convs[2][0] == 9 * convs[0][0] else 2**stages
+        return found("pixelshuffle", s, last_out(), convs[0][0])
+    stages = (max(idx) - 2) // 3  # nearest+conv: convs at 0, 3, ..., 3n, last at 3n+2
+    s, guessed = two_or_three(stages)
+    return found("nearest+conv", s, last_out(), guessed=guessed)
+
+
+def _square_factor(rows: int, out: int, key: str) -> int:
+    s = math.isqrt(rows // out) if out else 0
+    if out < 1 or s < 1 or s * s * out != rows:
+        raise FDATCheckpointError(f"expected out*s*s rows with out={out}, found {rows}", key=key)
+    return s
+
+
+def _unshuffle_input(first_in: int, out: int, hint: int | None) -> tuple[int, int, bool]:
+    """(in channels, scale, ambiguous) from conv_first.1's in*u*u input channels, u = 4 // scale."""
+    options = [(first_in // (u * u), 4 // u) for u in (2, 4) if first_in % (u * u) == 0]
+    if not options:
+        raise FDATCheckpointError(
+            f"expected in*4 or in*16 input channels after PixelUnshuffle, found {first_in}", key="conv_first.1.weight"
+        )
+    for num_in, s in options:
+        if hint == s:
+            return num_in, s, False
+    same = [o for o in options if o[0] == out]
+    if len(options) == 1 or len(same) == 1:
+        num_in, s = (same or options)[0]
+        return num_in, s, False
+    num_in, s = options[0]  # in != out and both readings fit: x2 is the common one
+    return num_in, s, True
+
+
+# --- the final check -----------------------------------------------------------
+def _check_against(sd: _Shapes, expected: dict[str, Shape], config: FDATConfig) -> None:
+    what = f"{config.layout} {config.upsampler_type} x{config.upsample_scale}"
+    for key, shape in expected.items():
+        found = sd.get(key)
+        if found != shape:
+            raise FDATCheckpointError(f"expected shape {list(shape)} for {what}, found {list(found)}", key=key)
+        value = sd.sd[key]
+        if key != "upsampler.MetaUpsample" and not value.is_floating_point():
+            raise FDATCheckpointError(f"expected a floating-point tensor, found {value.dtype}", key=key)
+    for key in sd.sd:
+        if key not in expected:
+            raise FDATCheckpointError(f"unexpected key for {what} (E={config.embed_dim})", key=key)

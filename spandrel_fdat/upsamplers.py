@@ -1,0 +1,272 @@
+"""Upsampler layouts: UniUpsample V2/V3, LHAN's own, and the standalone file's.
+
+Module names and indices reproduce each layout's state-dict keys exactly;
+`config.upsampler_shapes` lists the same keys without building anything.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DYSAMPLE_GROUPS, LDA_GROUPS, LDA_KERNEL, LDA_REDUCTION, FDATConfig
+
+
+def _conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, 1, 1)
+
+
+def _lrelu(slope: float = 0.01) -> nn.LeakyReLU:
+    return nn.LeakyReLU(slope, inplace=True)
+
+
+class DySample(nn.Module):
+    """Learned point sampling (Liu et al., 2023), `groups` offset groups.
+
+    Unlike spandrel 0.4.2's copy it allocates nothing in pinned memory, so it
+    runs on a machine with a CUDA build of torch and no GPU.
+    """
+
+    def __init__(self, channels: int, out_ch: int, scale: int, groups: int = DYSAMPLE_GROUPS) -> None:
+        super().__init__()
+        self.scale, self.groups = scale, groups
+        n = 2 * groups * scale * scale
+        self.end_conv = nn.Conv2d(channels, out_ch, 1)
+        self.offset = nn.Conv2d(channels, n, 1)
+        self.scope = nn.Conv2d(channels, n, 1, bias=False)
+        self.register_buffer("init_pos", self._init_pos())
+
+    def _init_pos(self) -> Tensor:
+        s = self.scale
+        h = (torch.arange(s) - (s - 1) / 2) / s
+        grid = torch.stack(torch.meshgrid(h, h, indexing="ij"))  # (2, s, s), (y, x)
+        return grid.transpose(1, 2).repeat(1, self.groups, 1).reshape(1, -1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        s, g = self.scale, self.groups
+        offset = self.offset(x) * self.scope(x).sigmoid() * 0.5 + self.init_pos
+        offset = offset.view(b, 2, g * s * s, h, w)  # (B, xy, G*s*s, H, W)
+        ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
+        xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
+        base = torch.stack(torch.meshgrid(xs, ys, indexing="ij")).transpose(1, 2).to(x.dtype)  # (2, H, W)
+        norm = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
+        coords = 2 * (base.view(1, 2, 1, h, w) + offset) / norm - 1
+        # (B, 2*G*s*s, H, W) -> (B, 2*G, sH, sW) -> (B*G, sH, sW, xy)
+        coords = F.pixel_shuffle(coords.reshape(b, -1, h, w), s)
+        coords = coords.view(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1).reshape(b * g, s * h, s * w, 2)
+        out = F.grid_sample(
+            x.reshape(b * g, c // g, h, w), coords, mode="bilinear", align_corners=False, padding_mode="border"
+        )
+        return self.end_conv(out.view(b, c, s * h, s * w))
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """LayerNorm over dim 1 of a (B, C, H, W) tensor, eps 1e-6 as in LDA_AQU."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = x.mean(1, keepdim=True)
+        var = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class LDAUpsample(nn.Module):
+    """Local deformable attention upsampler (LDA_AQU: one head, two offset groups, 3x3 kernel)."""
+
+    def __init__(self, channels: int, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.hidden = channels // LDA_REDUCTION
+        gc = channels // (LDA_REDUCTION * LDA_GROUPS)
+        k2 = LDA_KERNEL * LDA_KERNEL
+        self.proj_q = nn.Conv2d(channels, self.hidden, 1, bias=False)
+        self.proj_k = nn.Conv2d(channels, self.hidden, 1, bias=False)
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(gc, gc, 3, 1, 1, groups=gc, bias=False),
+            ChannelsFirstLayerNorm(gc),
+            nn.SiLU(),
+            nn.Conv2d(gc, 2 * k2, 3, 1, 1),
+        )
+        self.layer_norm = ChannelsFirstLayerNorm(channels)
+        r = torch.arange(LDA_KERNEL, dtype=torch.float32) - (LDA_KERNEL - 1) // 2
+        dy, dx = torch.meshgrid(r, r, indexing="ij")
+        base = torch.stack([dy.flatten(), dx.flatten()], dim=1)  # (k*k, yx)
+        self.register_buffer("base_offset", base.reshape(1, -1, 1, 1), persistent=False)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(1, 1, 1, k2, self.hidden))
+
+    def _sample(self, x: Tensor, grid: Tensor, oh: int, ow: int) -> Tensor:
+        """(B*G, c, H, W) sampled at the k*k points of each output pixel -> (B*G, k*k, c, oH, oW)."""
+        k = LDA_KERNEL
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        bg, c = out.shape[:2]
+        return out.view(bg, c, k, oh, k, ow).permute(0, 2, 4, 1, 3, 5).reshape(bg, k * k, c, oh, ow)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        oh, ow, g, k = h * self.scale, w * self.scale, LDA_GROUPS, LDA_KERNEL
+        xn = self.layer_norm(x)
+        q = F.interpolate(self.proj_q(xn), (oh, ow), mode="bilinear", align_corners=True)
+        key = self.proj_k(xn)
+
+        offset = self.conv_offset(q.view(b * g, -1, oh, ow)).tanh() * 11 + self.base_offset.to(x.dtype)
+        # (B*G, (ky kx yx), oH, oW) -> sampling grid (B*G, k*oH, k*oW, xy), normalised to [-1, 1]
+        offset = offset.view(b * g, k, k, 2, oh, ow).permute(0, 1, 4, 2, 5, 3)
+        rows = torch.arange(oh, device=x.device, dtype=x.dtype).view(oh, 1, 1)
+        cols = torch.arange(ow, device=x.device, dtype=x.dtype).view(1, ow, 1)
+        pos = torch.cat([rows.expand(oh, ow, 1), cols.expand(oh, ow, 1)], dim=-1)  # (oH, oW, yx)
+        offset = offset + pos.view(1, 1, oh, 1, ow, 2)
+        denom = torch.tensor([oh - 1, ow - 1], dtype=x.dtype, device=x.device)
+        grid = (2 * offset / denom - 1).reshape(b * g, k * oh, k * ow, 2).flip(-1)
+
+        k_s = self._sample(key.view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
+        v_s = self._sample(x.reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
+
+        def tokens(t: Tensor) -> Tensor:  # (B*G, k*k, c, oH, oW) -> (B, oH*oW, k*k, G*c)
+            t = t.view(b, g, k * k, -1, oh * ow).permute(0, 4, 2, 1, 3)
+            return t.reshape(b, oh * ow, k * k, -1)
+
+        keys = tokens(k_s) + self.relative_position_bias_table[0, 0]
+        values = tokens(v_s)
+        queries = q.flatten(2).transpose(1, 2).unsqueeze(2) * self.hidden**-0.5  # (B, L, 1, hid)
+        attn = (queries @ keys.transpose(-1, -2)).softmax(dim=-1)  # (B, L, 1, k*k)
+        out = (attn @ values).squeeze(2)  # (B, L, C)
+        return out.transpose(1, 2).reshape(b, c, oh, ow)
+
+
+class PixelAttention(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.conv(x)
+
+
+def _stages(scale: int) -> list[int]:
+    """Per-stage factors of the staged upsamplers: x3 in one stage, 2^n in n stages of x2."""
+    return [3] if scale == 3 else [2] * int(math.log2(scale))
+
+
+class UniUpsample(nn.Sequential):
+    """UniUpsample V2/V3 as trained by traiNNer-redux, with its MetaUpsample buffer."""
+
+    def __init__(self, config: FDATConfig) -> None:
+        c = config
+        e, out, mid, s, up = c.embed_dim, c.num_out_ch, c.mid_dim, c.upsample_scale, c.upsampler_type
+        m: list[nn.Module] = []
+        if s == 1 or up == "conv":
+            m.append(_conv3(e, out))
+        elif up == "pixelshuffledirect":
+            m += [_conv3(e, out * s * s), nn.PixelShuffle(s)]
+        elif up == "pixelshuffle":
+            m += [_conv3(e, mid), _lrelu()]
+            for f in _stages(s):
+                m += [_conv3(mid, f * f * mid), nn.PixelShuffle(f)]
+            m.append(_conv3(mid, out))
+        elif up == "nearest+conv":
+            for f in _stages(s):
+                m += [_conv3(e, e), nn.Upsample(scale_factor=f), _lrelu(0.2)]
+            m += [_conv3(e, e), _lrelu(0.2), _conv3(e, out)]
+        elif up in ("dysample", "lda"):
+            if mid != e:
+                m += [_conv3(e, mid), _lrelu()]
+            if up == "dysample":
+                m.append(DySample(mid, out, s))
+            else:
+                m += [LDAUpsample(mid, s), _conv3(mid, out)]
+        elif up == "transpose+conv":
+            if s == 4:
+                m += [nn.ConvTranspose2d(e, e, 4, 2, 1), nn.GELU(), nn.ConvTranspose2d(e, out, 4, 2, 1)]
+            else:
+                m.append(nn.ConvTranspose2d(e, out, 4, 2, 1) if s == 2 else nn.ConvTranspose2d(e, out, 3, 3, 0))
+            m.append(_conv3(out, out))
+        else:  # pa_up
+            cin = e
+            for f in _stages(s):
+                m += [nn.Upsample(scale_factor=f), _conv3(cin, mid), PixelAttention(mid), _lrelu(0.2)]
+                m += [_conv3(mid, mid), _lrelu(0.2)]
+                cin = mid
+            m.append(_conv3(mid, out))
+        super().__init__(*m)
+        self.register_buffer("MetaUpsample", torch.tensor(c.meta_upsample(), dtype=torch.uint8))
+
+
+class LHANUpsample(nn.Module):
+    """LHAN's own upsamplers (June 2025 trainer): pixelshuffle, nearest_conv, transpose_conv."""
+
+    def __init__(self, config: FDATConfig) -> None:
+        super().__init__()
+        e, out, s, up = config.embed_dim, config.num_out_ch, config.upsample_scale, config.upsampler_type
+        self.kind, self.scale = up, s
+        if up == "pixelshuffle":
+            self.conv_pre = _conv3(e, out * s * s)
+            self.shuffle = nn.PixelShuffle(s)
+            self.conv_post = _conv3(out, out)
+        elif up == "nearest+conv":
+            self.conv = nn.Sequential(_conv3(e, e), nn.GELU(), _conv3(e, out))
+        else:
+            if s == 4:
+                self.up: nn.Module = nn.Sequential(
+                    nn.ConvTranspose2d(e, e, 4, 2, 1), nn.GELU(), nn.ConvTranspose2d(e, out, 4, 2, 1)
+                )
+            elif s == 2:
+                self.up = nn.ConvTranspose2d(e, out, 4, 2, 1)
+            else:
+                self.up = nn.ConvTranspose2d(e, out, 3, 3, 0)
+            self.refine = _conv3(out, out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "pixelshuffle":
+            return self.conv_post(self.shuffle(self.conv_pre(x)))
+        if self.kind == "nearest+conv":
+            if self.scale > 1:
+                x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+            return self.conv(x)
+        return self.refine(self.up(x))
+
+
+class StandaloneUpsample(nn.Module):
+    """The standalone FDAT file's `Upsampler`: everything lives under `body`."""
+
+    def __init__(self, config: FDATConfig) -> None:
+        super().__init__()
+        e, out, mid, s = config.embed_dim, config.num_out_ch, config.mid_dim, config.upsample_scale
+        self.body: nn.Module
+        if config.upsampler_type == "transpose+conv":  # x4 only
+            self.body = nn.Sequential(
+                nn.ConvTranspose2d(e, mid, 2, 2),
+                nn.GELU(),
+                nn.ConvTranspose2d(mid, mid, 2, 2),
+                nn.GELU(),
+                _conv3(mid, out),
+            )
+        elif s == 1:
+            self.body = _conv3(e, out)
+        elif s & (s - 1) == 0:  # no activation anywhere
+            m: list[nn.Module] = [_conv3(e, mid)]
+            for _ in range(int(math.log2(s))):
+                m += [_conv3(mid, 4 * mid), nn.PixelShuffle(2)]
+            self.body = nn.Sequential(*m, _conv3(mid, out))
+        else:
+            self.body = nn.Sequential(_conv3(e, out * s * s), nn.PixelShuffle(s))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def build_upsampler(config: FDATConfig) -> nn.Module:
+    if config.layout == "uniupsample":
+        return UniUpsample(config)
+    if config.layout == "lhan":
+        return LHANUpsample(config)
+    return StandaloneUpsample(config)
