@@ -122,25 +122,29 @@ class FDATConfig:
         if blocks:
             set_("depth_per_group", len(blocks) // len(period))
         for name in ("num_in_ch", "num_out_ch", "scale", "embed_dim", "num_groups"):
-            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}", name)
         _require(self.depth_per_group >= 1, f"depth_per_group must be >= 1, got {self.depth_per_group}")
-        _require(self.num_heads >= 1, f"num_heads must be >= 1, got {self.num_heads}")
+        _require(self.num_heads >= 1, f"num_heads must be >= 1, got {self.num_heads}", "num_heads")
         _require(
             self.embed_dim % self.num_heads == 0,
             f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
+            "num_heads",
         )
         if "spatial" not in self.group_block_pattern:
             set_("window_size", 8)  # unused without spatial blocks
-        _require(self.window_size >= 1, f"window_size must be >= 1, got {self.window_size}")
+        _require(self.window_size >= 1, f"window_size must be >= 1, got {self.window_size}", "window_size")
         hidden = ffn_hidden_dim(self.embed_dim, self.ffn_expansion_ratio)
-        _require(hidden >= 1, f"ffn_expansion_ratio {self.ffn_expansion_ratio} gives an empty FFN")
+        _require(
+            hidden >= 1, f"ffn_expansion_ratio {self.ffn_expansion_ratio} gives an empty FFN", "ffn_expansion_ratio"
+        )
         set_("ffn_expansion_ratio", canonical_ffn_ratio(self.embed_dim, hidden))
         _require(
             1 <= self.aim_reduction_ratio <= self.embed_dim,
             f"aim_reduction_ratio must be in [1, embed_dim], got {self.aim_reduction_ratio}",
+            "aim_reduction_ratio",
         )
         set_("aim_reduction_ratio", canonical_aim_ratio(self.embed_dim, self.embed_dim // self.aim_reduction_ratio))
-        _require(self.mid_dim >= 1, f"mid_dim must be >= 1, got {self.mid_dim}")
+        _require(self.mid_dim >= 1, f"mid_dim must be >= 1, got {self.mid_dim}", "mid_dim")
         _require(self.layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         allowed = LAYOUT_UPSAMPLERS[self.layout]
         _require(
@@ -279,9 +283,17 @@ class FDATConfig:
         return None
 
 
-def _require(condition: bool, message: str) -> None:
+class ConfigError(ValueError):
+    """An invalid FDAT configuration; `field` names the hyperparameter at fault."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _require(condition: bool, message: str, field: str | None = None) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message, field)
 
 
 _BASE = dict(window_size=8, aim_reduction_ratio=8, group_block_pattern=("spatial", "channel"), mid_dim=64)

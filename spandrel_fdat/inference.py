@@ -20,6 +20,7 @@ from .config import (
     META_VERSION_MODES,
     UPSAMPLER_TYPES,
     BlockType,
+    ConfigError,
     FDATConfig,
     Layout,
     Shape,
@@ -34,7 +35,7 @@ from .errors import FDATCheckpointError
 DEFAULT_GUESSED_SCALE = 4
 
 _BLOCK = r"groups\.\d+\.blocks\.\d+\."
-_UPSAMPLER_KEYS = {
+_UPSAMPLER_KEYS: dict[Layout, str] = {
     "uniupsample": r"""upsampler\.(?:MetaUpsample
         |\d+\.(?:weight|bias)
         |\d+\.(?:offset\.(?:weight|bias)|scope\.weight|end_conv\.(?:weight|bias)|init_pos)
@@ -105,34 +106,31 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
     """
     sd = _Shapes(state_dict)
     unshuffle = "conv_first.1.weight" in state_dict
-    first = sd.get("conv_first.1.weight" if unshuffle else "conv_first.weight", ndim=4)
+    first_key = "conv_first.1.weight" if unshuffle else "conv_first.weight"
+    first = sd.get(first_key, ndim=4)
     e, first_in = first[0], first[1]
 
     num_groups = _count(state_dict, r"groups\.(\d+)\.", "groups")
     num_blocks = _count(state_dict, r"groups\.0\.blocks\.(\d+)\.", "groups.0.blocks")
     types = tuple(_block_type(sd, b) for b in range(num_blocks))
     pattern = minimal_period(types)
-    head_key = "attn.bias" if types[0] == "spatial" else "attn.temp"
-    num_heads = sd.get(f"groups.0.blocks.0.{head_key}", ndim=3)[0]
-    window_size = 8
+    head_key = "groups.0.blocks.0." + ("attn.bias" if types[0] == "spatial" else "attn.temp")
+    num_heads = sd.get(head_key, ndim=3)[0]
+    window_size, window_key = 8, head_key
     if "spatial" in types:
-        b = types.index("spatial")
-        n = sd.get(f"groups.0.blocks.{b}.attn.bias", ndim=3)[1]
+        window_key = f"groups.0.blocks.{types.index('spatial')}.attn.bias"
+        n = sd.get(window_key, ndim=3)[1]
         window_size = math.isqrt(n)
         if window_size * window_size != n or n == 0:
             raise FDATCheckpointError(
-                f"expected [heads, ws*ws, ws*ws], found {list(sd.get(f'groups.0.blocks.{b}.attn.bias'))}",
-                key=f"groups.0.blocks.{b}.attn.bias",
+                f"expected [heads, ws*ws, ws*ws], found {list(sd.get(window_key))}", key=window_key
             )
-    hidden = sd.get("groups.0.blocks.0.ffn.fc1.weight", ndim=2)[0]
-    reduced = sd.get("groups.0.blocks.0.inter.cg.1.weight", ndim=4)[0]
-    for key, value in (
-        ("groups.0.blocks.0.ffn.fc1.weight", hidden),
-        ("groups.0.blocks.0.inter.cg.1.weight", reduced),
-        ("conv_first.weight", e),
-    ):
+    ffn_key, aim_key = "groups.0.blocks.0.ffn.fc1.weight", "groups.0.blocks.0.inter.cg.1.weight"
+    hidden = sd.get(ffn_key, ndim=2)[0]
+    reduced = sd.get(aim_key, ndim=4)[0]
+    for key, value in ((first_key, e), (first_key, first_in), (ffn_key, hidden), (aim_key, reduced)):
         if value < 1:
-            raise FDATCheckpointError("has a zero-size dimension", key=key)
+            raise FDATCheckpointError(f"has a zero-size dimension: {list(sd.get(key))}", key=key)
 
     layout = _layout(state_dict)
     up = _infer_upsampler(sd, layout, e, first_in, unshuffle)
@@ -140,13 +138,15 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
     if unshuffle:
         if up.scale != 4:
             raise FDATCheckpointError(
-                f"an unshuffle checkpoint upsamples x4 internally, its upsampler does x{up.scale}",
-                key="conv_first.1.weight",
+                f"an unshuffle checkpoint upsamples x4 internally, its upsampler does x{up.scale}", key=first_key
             )
         num_in, user_scale, guessed = _unshuffle_input(first_in, up.out, scale)
     elif guessed and scale is not None:
         user_scale, guessed = scale, False
 
+    # where each hyperparameter was read, to name the key when it is invalid
+    sources = {"embed_dim": first_key, "num_in_ch": first_key, "num_heads": head_key, "window_size": window_key}
+    sources |= {"ffn_expansion_ratio": ffn_key, "aim_reduction_ratio": aim_key}
     try:
         config = FDATConfig(
             num_in_ch=num_in,
@@ -166,8 +166,10 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
             layout=layout,
             meta_version=up.meta[0] if up.meta else 3,
         )
-    except ValueError as err:
-        raise FDATCheckpointError(f"inconsistent hyperparameters: {err}") from None
+    except ConfigError as err:
+        raise FDATCheckpointError(
+            f"inconsistent hyperparameters: {err}", key=sources.get(err.field or "", up.key)
+        ) from None
     _check_against(sd, expected_shapes(config), config)
     return Inference(config, guessed, up.meta)
 
@@ -191,6 +193,9 @@ class _Shapes:
         if ndim is not None and value.ndim != ndim:
             raise FDATCheckpointError(f"expected a {ndim}-D tensor, found shape {list(value.shape)}", key=key)
         return tuple(value.shape)
+
+    def has_module(self, prefix: str) -> bool:
+        return any(k.startswith(prefix + ".") for k in self.sd)
 
     def indices(self, pattern: str) -> list[int]:
         rx = re.compile(pattern)
@@ -221,10 +226,12 @@ def _block_type(sd: _Shapes, b: int) -> BlockType:
 
 def _layout(state_dict: Mapping[str, Any]) -> Layout:
     keys = [k for k in state_dict if k.startswith("upsampler.")]
-    found = [name for name, rx in _LAYOUT_KEY.items() if any(rx.fullmatch(k) for k in keys)]
-    if len(found) != 1:
-        raise FDATCheckpointError(f"upsampler keys mix the layouts {found}" if found else "no upsampler keys")
-    return found[0]  # type: ignore[return-value]
+    found = {name: k for name, rx in _LAYOUT_KEY.items() for k in keys if rx.fullmatch(k)}
+    if not found:
+        raise FDATCheckpointError("no upsampler keys")
+    if len(found) > 1:
+        raise FDATCheckpointError(f"upsampler keys mix the layouts {sorted(found)}", key=list(found.values())[-1])
+    return next(iter(found))
 
 
 def read_meta(value: Any) -> tuple[int, ...]:
@@ -247,6 +254,7 @@ class _Upsampler:
     scale: int
     out: int
     mid: int
+    key: str  # the key the output channels were read from: blamed for upsampler inconsistencies
     meta: tuple[int, ...] | None = None
     scale_guessed: bool = False
 
@@ -259,58 +267,67 @@ def _infer_upsampler(sd: _Shapes, layout: Layout, e: int, first_in: int, unshuff
     return _uniupsample(sd, e, first_in, unshuffle)
 
 
+def _rows(sd: _Shapes, key: str, dim: int = 0) -> tuple[int, str]:
+    return sd.get(key, ndim=4)[dim], key
+
+
 def _lhan(sd: _Shapes) -> _Upsampler:
-    if "upsampler.conv_pre.weight" in sd:
-        out = sd.get("upsampler.conv_post.weight", ndim=4)[0]
+    if sd.has_module("upsampler.conv_pre") or sd.has_module("upsampler.conv_post"):
+        out, key = _rows(sd, "upsampler.conv_post.weight")
         s = _square_factor(sd.get("upsampler.conv_pre.weight", ndim=4)[0], out, "upsampler.conv_pre.weight")
-        return _Upsampler("pixelshuffle", s, out, 64)
-    if "upsampler.conv.0.weight" in sd:  # nearest_conv: the scale is stored nowhere
-        out = sd.get("upsampler.conv.2.weight", ndim=4)[0]
-        return _Upsampler("nearest+conv", DEFAULT_GUESSED_SCALE, out, 64, scale_guessed=True)
-    if "upsampler.up.0.weight" in sd:
-        return _Upsampler("transpose+conv", 4, sd.get("upsampler.up.2.weight", ndim=4)[1], 64)
+        return _Upsampler("pixelshuffle", s, out, 64, key)
+    if sd.has_module("upsampler.conv"):  # nearest_conv: the scale is stored nowhere
+        out, key = _rows(sd, "upsampler.conv.2.weight")
+        return _Upsampler("nearest+conv", DEFAULT_GUESSED_SCALE, out, 64, key, scale_guessed=True)
+    if sd.has_module("upsampler.up.0") or sd.has_module("upsampler.up.2"):
+        out, key = _rows(sd, "upsampler.up.2.weight", dim=1)
+        return _Upsampler("transpose+conv", 4, out, 64, key)
     w = sd.get("upsampler.up.weight", ndim=4)
-    return _Upsampler("transpose+conv", 2 if w[2] == 4 else 3, w[1], 64)
+    return _Upsampler("transpose+conv", 2 if w[2] == 4 else 3, w[1], 64, "upsampler.up.weight")
 
 
 def _standalone(sd: _Shapes, first_in: int) -> _Upsampler:
-    if "upsampler.body.weight" in sd:
-        return _Upsampler("pixelshuffle", 1, sd.get("upsampler.body.weight", ndim=4)[0], 64)
+    if "upsampler.body.weight" in sd or "upsampler.body.bias" in sd:
+        out, key = _rows(sd, "upsampler.body.weight")
+        return _Upsampler("pixelshuffle", 1, out, 64, key)
+    convs = sd.indices(r"upsampler\.body\.(\d+)\.(?:weight|bias)")
     w0 = sd.get("upsampler.body.0.weight", ndim=4)
     if w0[2] == 2:  # ConvTranspose2d(E, mid, 2, 2): transpose+conv, x4
-        return _Upsampler("transpose+conv", 4, sd.get("upsampler.body.4.weight", ndim=4)[0], w0[1])
-    convs = sd.indices(r"upsampler\.body\.(\d+)\.weight")
+        out, key = _rows(sd, "upsampler.body.4.weight")
+        return _Upsampler("transpose+conv", 4, out, w0[1], key)
     if convs == [0]:  # conv E -> out*s*s, PixelShuffle(s), s neither 1 nor a power of two
         for out in dict.fromkeys((first_in, 3, 1, 4, 2)):
             if w0[0] % out == 0 and (s := math.isqrt(w0[0] // out)) ** 2 * out == w0[0] and s & (s - 1):
-                return _Upsampler("pixelshuffle", s, out, 64)
+                return _Upsampler("pixelshuffle", s, out, 64, "upsampler.body.0.weight")
         raise FDATCheckpointError(
             f"expected [out*s*s, E, 3, 3] for a PixelShuffle(s), found {list(w0)}", key="upsampler.body.0.weight"
         )
     last = convs[-1]
-    return _Upsampler("pixelshuffle", 2 ** ((last - 1) // 2), sd.get(f"upsampler.body.{last}.weight", ndim=4)[0], w0[0])
+    out, key = _rows(sd, f"upsampler.body.{last}.weight")
+    return _Upsampler("pixelshuffle", 2 ** ((last - 1) // 2), out, w0[0], key)
 
 
 def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsampler:
-    meta = read_meta(sd.sd.get("upsampler.MetaUpsample")) if "upsampler.MetaUpsample" in sd else None
-    if meta is None:
-        raise FDATCheckpointError(
-            "missing (UniUpsample checkpoints store their upsampler here)", key="upsampler.MetaUpsample"
-        )
+    meta_key = "upsampler.MetaUpsample"
+    if meta_key not in sd:
+        raise FDATCheckpointError("missing (UniUpsample checkpoints store their upsampler here)", key=meta_key)
+    meta = read_meta(sd.sd[meta_key])
     version, mode_index, m_scale, _, m_out, m_mid, _ = meta
     if version not in META_VERSION_MODES:
-        raise FDATCheckpointError(f"unknown UniUpsample version {version} (known: 2, 3)", key="upsampler.MetaUpsample")
+        raise FDATCheckpointError(f"unknown UniUpsample version {version} (known: 2, 3)", key=meta_key)
     meta_mode = UPSAMPLER_TYPES[mode_index] if mode_index < len(UPSAMPLER_TYPES) else None
     mid = m_mid if m_mid >= 1 else 64
-    convs = {i: sd.get(f"upsampler.{i}.weight", ndim=4) for i in sd.indices(r"upsampler\.(\d+)\.weight")}
+    idx = sd.indices(r"upsampler\.(\d+)\.(?:weight|bias)")  # the Sequential's plain convs
+    convs = {i: sd.get(f"upsampler.{i}.weight", ndim=4) for i in idx}
     extras = {
-        name: sd.indices(rf"upsampler\.(\d+)\.{name}") for name in ("offset.weight", "proj_q.weight", "conv.0.weight")
-    }
+        name: sd.indices(rf"upsampler\.(\d+)\.{name}\..+") for name in ("offset", "proj_q", "conv")
+    }  # DySample, LDA, pixel attention modules
 
-    def last_out() -> int:
-        if not convs:
+    def last(dim: int = 0, index: int | None = None) -> tuple[int, str]:
+        if not idx:
             raise FDATCheckpointError("missing", key="upsampler.0.weight")
-        return convs[max(convs)][0]
+        i = max(idx) if index is None else index
+        return convs[i][dim], f"upsampler.{i}.weight"
 
     def two_or_three(stages: int) -> tuple[int, bool]:
         """Scale of a staged upsampler; one stage is x2 or x3 with equal shapes: MetaUpsample decides."""
@@ -318,47 +335,46 @@ def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsamp
             return 2**stages, False
         return (m_scale, False) if m_scale in (2, 3) else (2, True)
 
-    def found(mode: UpsamplerType, s: int, out: int, mid_: int = mid, guessed: bool = False) -> _Upsampler:
-        return _Upsampler(mode, s, out, mid_, meta, guessed)
+    def found(mode: UpsamplerType, s: int, out_key: tuple[int, str], mid_: int = mid, guessed: bool = False):
+        return _Upsampler(mode, s, out_key[0], mid_, out_key[1], meta, guessed)
 
-    if extras["offset.weight"]:  # DySample at 0, or at 2 behind a conv E -> mid
-        d = extras["offset.weight"][0]
+    if extras["offset"]:  # DySample at 0, or at 2 behind a conv E -> mid
+        d = extras["offset"][0]
         off = sd.get(f"upsampler.{d}.offset.weight", ndim=4)
         s = math.isqrt(off[0] // 8)
         if s * s * 8 != off[0] or s < 1:
             raise FDATCheckpointError(
                 f"expected [8*s*s, mid, 1, 1], found {list(off)}", key=f"upsampler.{d}.offset.weight"
             )
-        return found("dysample", s, sd.get(f"upsampler.{d}.end_conv.weight", ndim=4)[0], off[1])
-    if extras["proj_q.weight"]:  # LDA: its scale is in no weight
-        d = extras["proj_q.weight"][0]
+        return found("dysample", s, _rows(sd, f"upsampler.{d}.end_conv.weight"), off[1])
+    if extras["proj_q"]:  # LDA: its scale is in no weight
+        d = extras["proj_q"][0]
         s = m_scale if m_scale >= 2 else 2
-        return found("lda", s, last_out(), sd.get(f"upsampler.{d}.proj_q.weight", ndim=4)[1], m_scale < 2)
-    if extras["conv.0.weight"]:  # pa_up: one pixel attention per stage
-        stages = len(extras["conv.0.weight"])
+        return found("lda", s, last(), sd.get(f"upsampler.{d}.proj_q.weight", ndim=4)[1], m_scale < 2)
+    if extras["conv"]:  # pa_up: one pixel attention per stage
+        stages = len(extras["conv"])
         s, guessed = two_or_three(stages)
-        pa = sd.get(f"upsampler.{extras['conv.0.weight'][0]}.conv.0.weight", ndim=4)
-        return found("pa_up", s, last_out(), pa[0], guessed)
-    idx = sorted(convs)
+        pa = sd.get(f"upsampler.{extras['conv'][0]}.conv.0.weight", ndim=4)
+        return found("pa_up", s, last(), pa[0], guessed)
     if idx == [0]:
         rows = convs[0][0]
         if meta_mode == "pixelshuffledirect" and m_scale > 1:
             outs = (m_out, first_in, 3, 1, 4, 2) if not unshuffle else (m_out, 3, 1, 4, 2)
             for out in dict.fromkeys(o for o in outs if o >= 1):
                 if rows % out == 0 and (s := math.isqrt(rows // out)) ** 2 * out == rows and s > 1:
-                    return found("pixelshuffledirect", s, out)
-        return found(meta_mode if meta_mode in UPSAMPLER_TYPES else "conv", 1, rows)
+                    return found("pixelshuffledirect", s, (out, "upsampler.0.weight"))
+        return found(meta_mode if meta_mode in UPSAMPLER_TYPES else "conv", 1, last())
     if idx in ([0, 1], [0, 2, 3]) and convs[0][0] == e and convs[0][2] in (3, 4):  # ConvTranspose2d [E, *, k, k]
         if idx == [0, 2, 3]:
-            return found("transpose+conv", 4, convs[2][1])
-        return found("transpose+conv", 2 if convs[0][2] == 4 else 3, convs[0][1])
-    if all(i % 2 == 0 for i in idx) and len(idx) >= 3:  # pixelshuffle: 0, stages at 2, 4, ..., last
+            return found("transpose+conv", 4, last(dim=1, index=2))
+        return found("transpose+conv", 2 if convs[0][2] == 4 else 3, last(dim=1, index=0))
+    if len(idx) >= 3 and all(i % 2 == 0 for i in idx):  # pixelshuffle: 0, stages at 2, 4, ..., last
         stages = len(idx) - 2
         s = 3 if stages == 1 and convs[2][0] == 9 * convs[0][0] else 2**stages
-        return found("pixelshuffle", s, last_out(), convs[0][0])
-    stages = (max(idx) - 2) // 3  # nearest+conv: convs at 0, 3, ..., 3n, last at 3n+2
+        return found("pixelshuffle", s, last(), convs[0][0])
+    stages = (max(idx, default=2) - 2) // 3  # nearest+conv: convs at 0, 3, ..., 3n, last at 3n+2
     s, guessed = two_or_three(stages)
-    return found("nearest+conv", s, last_out(), guessed=guessed)
+    return found("nearest+conv", s, last(), guessed=guessed)
 
 
 def _square_factor(rows: int, out: int, key: str) -> int:
