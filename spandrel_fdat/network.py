@@ -49,7 +49,9 @@ class SpatialWindowAttention(nn.Module):
         # (B, H, W, C) -> windows (B*hw*ww, ws*ws, C)
         win = x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias.to(q.dtype), scale=self.scale)
+        # A mask already expanded to (windows, heads, N, N) (a view) takes SDPA's fast path on CPU.
+        mask = self.bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         out = out.view(b, hw, ww, ws, ws, c).transpose(2, 3).reshape(b, hw * ws, ww * ws, c)
         return out[:, :h, :w] if pad_b or pad_r else out
@@ -68,12 +70,17 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
         nh = self.num_heads
-        # (B, H*W, 3C) -> q, k, v of shape (B, heads, C/heads, H*W)
-        q, k, v = self.qkv(x.reshape(b, h * w, c)).view(b, h * w, 3, nh, c // nh).permute(2, 0, 3, 4, 1).unbind(0)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attn = ((q @ k.transpose(-2, -1)) * self.temp).softmax(dim=-1)  # (B, heads, C/h, C/h)
-        out = (attn @ v).permute(0, 3, 1, 2).reshape(b, h, w, c)
-        return self.proj(out)
+        # qkv computed transposed, (B, 3C, H*W): each channel's pixels are contiguous.
+        qkv = torch.matmul(self.qkv.weight, x.reshape(b, h * w, c).transpose(1, 2))
+        q, k, v = qkv.view(b, 3, nh, c // nh, h * w).unbind(1)  # (B, heads, C/heads, H*W)
+        # normalize(q) @ normalize(k)^T, as the Gram matrix divided by the norms' outer product
+        eps = 1e-12  # F.normalize's
+        qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps)
+        kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(eps)
+        attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1))
+        attn = (attn * self.temp).softmax(dim=-1)  # (B, heads, C/heads, C/heads)
+        out = (attn @ v).view(b, c, h * w).transpose(1, 2)  # (B, H*W, C)
+        return self.proj(out).view(b, h, w, c)
 
 
 class AIM(nn.Module):
