@@ -242,6 +242,8 @@ class FDAT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
+        if x.ndim != 4 or x.shape[1] != c.num_in_ch or 0 in x.shape:
+            raise ValueError(f"FDAT expects a (batch, {c.num_in_ch}, height, width) image tensor, got {list(x.shape)}")
         h, w = x.shape[-2:]
         if c.layout == "lhan":
             x = x * c.img_range
