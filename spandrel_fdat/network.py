@@ -48,9 +48,12 @@ class SpatialWindowAttention(nn.Module):
         hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
         # (B, H, W, C) -> windows (B*hw*ww, ws*ws, C)
         win = x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+        # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
-        # A mask already expanded to (windows, heads, N, N) (a view) takes SDPA's fast path on CPU.
-        mask = self.bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
+        # A mask that needs no grad, expanded to (windows, heads, N, N), takes SDPA's fused CPU
+        # kernel; one that requires grad falls back to the slower math path.
+        bias = self.bias if torch.is_grad_enabled() else self.bias.detach()
+        mask = bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
         out = out.view(b, hw, ww, ws, ws, c).transpose(2, 3).reshape(b, hw * ws, ww * ws, c)
@@ -69,18 +72,25 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
-        nh = self.num_heads
-        # qkv computed transposed, (B, 3C, H*W): each channel's pixels are contiguous.
-        qkv = torch.matmul(self.qkv.weight, x.reshape(b, h * w, c).transpose(1, 2))
-        q, k, v = qkv.view(b, 3, nh, c // nh, h * w).unbind(1)  # (B, heads, C/heads, H*W)
-        # normalize(q) @ normalize(k)^T, as the Gram matrix divided by the norms' outer product
-        eps = 1e-12  # F.normalize's
-        qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps)
-        kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(eps)
-        attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1))
-        attn = (attn * self.temp).softmax(dim=-1)  # (B, heads, C/heads, C/heads)
-        out = (attn @ v).view(b, c, h * w).transpose(1, 2)  # (B, H*W, C)
-        return self.proj(out).view(b, h, w, c)
+        nh, hd = self.num_heads, c // self.num_heads
+        qkv = self.qkv(x.reshape(b, h * w, c))  # (B, HW, 3C)
+        q, k, v = qkv.split(c, dim=-1)  # strided (B, HW, C) views
+        # normalize(q)^T normalize(k) per head = the Gram matrix over the norms' outer product
+        norms = torch.linalg.vector_norm(qkv[..., : 2 * c], dim=1).clamp_min(1e-12)  # eps of F.normalize
+        qn, kn = norms[:, :c].view(b, nh, hd, 1), norms[:, c:].view(b, nh, 1, hd)
+        gram = q.view(b, h * w, nh, hd).permute(0, 2, 3, 1) @ k.view(b, h * w, nh, hd).transpose(1, 2)
+        attn = (gram / (qn * kn) * self.temp).softmax(dim=-1)  # (B, heads, hd, hd)
+        # proj(attn @ v) = v @ (A @ Wp^T) + b, A block-diagonal with A[h][j, i] = attn[h, i, j]:
+        # one GEMM on the strided v, no layout copies.
+        a = torch.zeros(b, c, c, dtype=attn.dtype, device=attn.device)
+        for head in range(nh):
+            block = slice(head * hd, (head + 1) * hd)
+            a[:, block, block] = attn[:, head].transpose(-1, -2)
+        mixed = a @ self.proj.weight.t()  # (B, C, C)
+        # 2-D GEMMs read v's row stride (3C) directly
+        rows = [torch.addmm(self.proj.bias, v[i], mixed[i]) for i in range(b)]
+        out = rows[0].unsqueeze(0) if b == 1 else torch.stack(rows)
+        return out.view(b, h, w, c)
 
 
 class AIM(nn.Module):
@@ -99,8 +109,8 @@ class AIM(nn.Module):
 
     def forward(self, attn: Tensor, conv: Tensor, block_type: BlockType) -> Tensor:
         if block_type == "spatial":  # the conv branch gates the channels of the attention
-            return attn * _nhwc(self.cg(_nchw(conv))) + conv
-        return attn + conv * _nhwc(self.sg(_nchw(attn)))  # the attention gates the conv pixels
+            return torch.addcmul(conv, attn, _nhwc(self.cg(_nchw(conv))))
+        return torch.addcmul(attn, conv, _nhwc(self.sg(_nchw(attn))))  # the attention gates the conv pixels
 
 
 class FFN(nn.Module):
@@ -112,9 +122,14 @@ class FFN(nn.Module):
         self.smix = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias=False)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.gelu(self.fc1(x))
-        return self.fc2(_nhwc(self.smix(_nchw(x))))
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        """residual + FFN(x), the addition done inside the fc2 GEMM."""
+        hidden = F.gelu(self.fc1(x))
+        hidden = _nhwc(self.smix(_nchw(hidden)))
+        flat = torch.addmm(
+            residual.reshape(-1, residual.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t()
+        )
+        return flat.view(residual.shape)
 
 
 class FDATBlock(nn.Module):
@@ -137,7 +152,7 @@ class FDATBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C)
         y = self.n1(x)
         x = x + self.inter(self.attn(y), _nhwc(self.conv(_nchw(y))), self.block_type)
-        return x + self.ffn(self.n2(x))
+        return self.ffn(self.n2(x), residual=x)
 
 
 class ResidualGroup(nn.Module):
