@@ -76,10 +76,14 @@ class ChannelAttention(nn.Module):
         qkv = self.qkv(x.reshape(b, h * w, c))  # (B, HW, 3C)
         q, k, v = qkv.split(c, dim=-1)  # strided (B, HW, C) views
         # normalize(q)^T normalize(k) per head = the Gram matrix over the norms' outer product
-        norms = torch.linalg.vector_norm(qkv[..., : 2 * c], dim=1).clamp_min(1e-12)  # eps of F.normalize
-        qn, kn = norms[:, :c].view(b, nh, hd, 1), norms[:, c:].view(b, nh, 1, hd)
-        gram = q.view(b, h * w, nh, hd).permute(0, 2, 3, 1) @ k.view(b, h * w, nh, hd).transpose(1, 2)
-        attn = (gram / (qn * kn) * self.temp).softmax(dim=-1)  # (B, heads, hd, hd)
+        norms = torch.linalg.vector_norm(qkv[..., : 2 * c], dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+        if q.dtype == torch.float16:  # an unnormalised Gram matrix over many pixels overflows fp16
+            q, k = q / norms[..., :c], k / norms[..., c:]
+        qt = q.view(b, h * w, nh, hd).permute(0, 2, 3, 1)  # (B, heads, hd, HW)
+        gram = qt @ k.view(b, h * w, nh, hd).transpose(1, 2)  # (B, heads, hd, hd)
+        if q.dtype != torch.float16:
+            gram = gram / (norms[..., :c].view(b, nh, hd, 1) * norms[..., c:].view(b, nh, 1, hd))
+        attn = (gram * self.temp).softmax(dim=-1)
         # proj(attn @ v) = v @ (A @ Wp^T) + b, A block-diagonal with A[h][j, i] = attn[h, i, j]:
         # one GEMM on the strided v, no layout copies.
         a = torch.zeros(b, c, c, dtype=attn.dtype, device=attn.device)

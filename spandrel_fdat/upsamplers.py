@@ -48,12 +48,17 @@ class DySample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         s, g = self.scale, self.groups
-        offset = self.offset(x) * self.scope(x).sigmoid() * 0.5 + self.init_pos
+        # Sampling positions and the sampling itself in fp32: in fp16/bf16 a position
+        # in a 512-pixel image would be off by up to a pixel or more.
+        dtype, x = x.dtype, x.float()
+        offset = (
+            self.offset(x.to(dtype)).float() * self.scope(x.to(dtype)).float().sigmoid() * 0.5 + self.init_pos.float()
+        )
         offset = offset.view(b, 2, g * s * s, h, w)  # (B, xy, G*s*s, H, W)
         ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
         xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
-        base = torch.stack(torch.meshgrid(xs, ys, indexing="ij")).transpose(1, 2).to(x.dtype)  # (2, H, W)
-        norm = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
+        base = torch.stack(torch.meshgrid(xs, ys, indexing="ij")).transpose(1, 2)  # (2, H, W)
+        norm = torch.tensor([w, h], dtype=torch.float32, device=x.device).view(1, 2, 1, 1, 1)
         coords = 2 * (base.view(1, 2, 1, h, w) + offset) / norm - 1
         # (B, 2*G*s*s, H, W) -> (B, 2*G, sH, sW) -> (B*G, sH, sW, xy)
         coords = F.pixel_shuffle(coords.reshape(b, -1, h, w), s)
@@ -61,7 +66,7 @@ class DySample(nn.Module):
         out = F.grid_sample(
             x.reshape(b * g, c // g, h, w), coords, mode="bilinear", align_corners=False, padding_mode="border"
         )
-        return self.end_conv(out.view(b, c, s * h, s * w))
+        return self.end_conv(out.view(b, c, s * h, s * w).to(dtype))
 
 
 class ChannelsFirstLayerNorm(nn.Module):
@@ -118,29 +123,32 @@ class LDAUpsample(nn.Module):
         q = F.interpolate(self.proj_q(xn), (oh, ow), mode="bilinear", align_corners=True)
         key = self.proj_k(xn)
 
-        offset = self.conv_offset(q.view(b * g, -1, oh, ow)).tanh() * 11 + self.base_offset.to(x.dtype)
+        offset = self.conv_offset(q.view(b * g, -1, oh, ow))
+        # Positions, sampling and this small attention run in fp32 whatever the model's dtype:
+        # in fp16/bf16 a position in a large image is off by a pixel or more.
+        dtype, offset = x.dtype, offset.float().tanh() * 11 + self.base_offset
         # (B*G, (ky kx yx), oH, oW) -> sampling grid (B*G, k*oH, k*oW, xy), normalised to [-1, 1]
         offset = offset.view(b * g, k, k, 2, oh, ow).permute(0, 1, 4, 2, 5, 3)
-        rows = torch.arange(oh, device=x.device, dtype=x.dtype).view(oh, 1, 1)
-        cols = torch.arange(ow, device=x.device, dtype=x.dtype).view(1, ow, 1)
+        rows = torch.arange(oh, device=x.device, dtype=torch.float32).view(oh, 1, 1)
+        cols = torch.arange(ow, device=x.device, dtype=torch.float32).view(1, ow, 1)
         pos = torch.cat([rows.expand(oh, ow, 1), cols.expand(oh, ow, 1)], dim=-1)  # (oH, oW, yx)
         offset = offset + pos.view(1, 1, oh, 1, ow, 2)
-        denom = torch.tensor([oh - 1, ow - 1], dtype=x.dtype, device=x.device)
+        denom = torch.tensor([oh - 1, ow - 1], dtype=torch.float32, device=x.device)
         grid = (2 * offset / denom - 1).reshape(b * g, k * oh, k * ow, 2).flip(-1)
 
-        k_s = self._sample(key.view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
-        v_s = self._sample(x.reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
+        k_s = self._sample(key.float().view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
+        v_s = self._sample(x.float().reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
 
         def tokens(t: Tensor) -> Tensor:  # (B*G, k*k, c, oH, oW) -> (B, oH*oW, k*k, G*c)
             t = t.view(b, g, k * k, -1, oh * ow).permute(0, 4, 2, 1, 3)
             return t.reshape(b, oh * ow, k * k, -1)
 
-        keys = tokens(k_s) + self.relative_position_bias_table[0, 0]
+        keys = tokens(k_s) + self.relative_position_bias_table[0, 0].float()
         values = tokens(v_s)
-        queries = q.flatten(2).transpose(1, 2).unsqueeze(2) * self.hidden**-0.5  # (B, L, 1, hid)
+        queries = q.float().flatten(2).transpose(1, 2).unsqueeze(2) * self.hidden**-0.5  # (B, L, 1, hid)
         attn = (queries @ keys.transpose(-1, -2)).softmax(dim=-1)  # (B, L, 1, k*k)
         out = (attn @ values).squeeze(2)  # (B, L, C)
-        return out.transpose(1, 2).reshape(b, c, oh, ow)
+        return out.transpose(1, 2).reshape(b, c, oh, ow).to(dtype)
 
 
 class PixelAttention(nn.Module):
