@@ -1,0 +1,205 @@
+"""CPU benchmark: spandrel_fdat's FDAT against spandrel 0.4.2's, same weights, one process.
+
+    python bench/benchmark.py               # the table, linear-scaling check, peak memory, plot
+    python bench/benchmark.py --quick       # fewer repeats, no plot
+
+Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
+with `--threads` threads (2: this project's machines). Peak memory is the peak RSS
+of a fresh process that builds one model and runs one 512x512 image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+CASES: dict[str, tuple[str, dict[str, Any], int]] = {
+    # name: (preset, overrides, image size)
+    "medium x2 transpose+conv": ("medium", {"scale": 2, "upsampler_type": "transpose+conv"}, 128),
+    "light x2 nearest+conv": ("light", {"scale": 2, "upsampler_type": "nearest+conv"}, 101),
+    "tiny x4 pixelshuffle": ("tiny", {"scale": 4, "upsampler_type": "pixelshuffle"}, 96),
+}
+TARGETS = {"medium x2 transpose+conv": 2.0, "light x2 nearest+conv": 1.7, "tiny x4 pixelshuffle": 1.4}
+
+
+def trained_like_weights(model: torch.nn.Module, seed: int = 0) -> None:
+    """Seeded weights of a trained network's scale: unit-gain layers, residual branches scaled down.
+
+    Fan-in-scaled weights keep activations O(1); dividing each residual branch's last
+    layer by sqrt(2 * blocks) keeps the residual stream bounded, as in trained models.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    blocks = sum(1 for name, _ in model.named_modules() if name.count(".blocks.") == 1 and name.count(".") == 3)
+    gain = 1 / math.sqrt(2 * max(blocks, 1))
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or name.endswith("init_pos"):
+                continue
+            noise = torch.randn(t.shape, generator=gen)
+            if name.endswith((".n1.weight", ".n2.weight")):
+                t.copy_(1 + 0.1 * noise)
+            elif name.endswith("attn.temp"):
+                t.copy_(1 + 0.2 * noise.abs())
+            elif t.ndim >= 2 and not name.endswith("attn.bias"):
+                std = 1 / math.sqrt(math.prod(t.shape[1:]))
+                if name.endswith(("attn.proj.weight", "ffn.fc2.weight")):
+                    std *= gain
+                t.copy_(std * noise)
+            else:
+                t.copy_(0.02 * noise)
+
+
+def build_pair(case: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from spandrel.architectures.FDAT import FDAT as Reference
+
+    import spandrel_fdat
+
+    preset, overrides, _ = CASES[case]
+    ours = getattr(spandrel_fdat, f"fdat_{preset}")(**overrides).eval()
+    trained_like_weights(ours)
+    ref_kwargs = {k: v for k, v in ours.hyperparameters.items() if k not in ("layout", "meta_version", "norm_eps")}
+    reference = Reference(**ref_kwargs).eval()
+    reference.load_state_dict(dict(ours.state_dict()))
+    return ours, reference
+
+
+def time_pair(ours: torch.nn.Module, ref: torch.nn.Module, size: int, repeats: int) -> dict[str, float]:
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        a, b = ours(x), ref(x)  # warm-up, and the outputs to compare
+        t_ours, t_ref = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            ref(x)
+            t_ref.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ours(x)
+            t_ours.append(time.perf_counter() - start)
+    return {
+        "ours_s": statistics.median(t_ours),
+        "ref_s": statistics.median(t_ref),
+        "max_abs_diff": (a - b).abs().max().item(),
+        "out_max_abs": b.abs().max().item(),
+    }
+
+
+def peak_rss_mb(which: str, case: str, size: int, threads: int) -> float:
+    """Peak RSS of a fresh process that builds one model and upscales one image."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--peak-rss",
+        which,
+        "--case",
+        case,
+        "--size",
+        str(size),
+        "--threads",
+        str(threads),
+    ]
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
+
+
+def _peak_rss_child(which: str, case: str, size: int) -> None:
+    ours, ref = build_pair(case)
+    model = ours if which == "ours" else ref
+    del ours, ref
+    x = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        model(x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--quick", action="store_true", help="3 repeats, no scaling sweep or plot")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--peak-rss", choices=["ours", "ref"], help=argparse.SUPPRESS)
+    p.add_argument("--case", default="medium x2 transpose+conv", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.peak_rss:
+        _peak_rss_child(args.peak_rss, args.case, args.size)
+        return
+    repeats = 3 if args.quick else args.repeats
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    print(f"# CPU benchmark ({machine})\n")
+    print("| config | size | reference s | ours s | ratio | target | max abs diff | output max |")
+    print("|---|---|---|---|---|---|---|---|")
+    results: dict[str, Any] = {"machine": machine, "cases": {}}
+    for case, (_, _, size) in CASES.items():
+        ours, ref = build_pair(case)
+        r = time_pair(ours, ref, size, repeats)
+        ratio = r["ref_s"] / r["ours_s"]
+        results["cases"][case] = {**r, "size": size, "ratio": ratio}
+        print(
+            f"| {case} | {size} | {r['ref_s']:.3f} | {r['ours_s']:.3f} | {ratio:.2f} | {TARGETS[case]} "
+            f"| {r['max_abs_diff']:.1e} | {r['out_max_abs']:.2f} |",
+            flush=True,
+        )
+    if args.quick:
+        return
+
+    case = "medium x2 transpose+conv"
+    ours, ref = build_pair(case)
+    sizes = [64, 128, 256, 384, 512]
+    sweep = {s: time_pair(ours, ref, s, max(2, repeats // 2)) for s in sizes}
+    results["sweep"] = {str(s): v for s, v in sweep.items()}
+    per_px = {s: (v["ours_s"] / s**2, v["ref_s"] / s**2) for s, v in sweep.items()}
+    print(f"\n## Time per pixel, {case}\n\n| size | reference us/px | ours us/px | ratio |\n|---|---|---|---|")
+    for s, (o, r) in per_px.items():
+        print(f"| {s} | {r * 1e6:.2f} | {o * 1e6:.2f} | {r / o:.2f} |")
+    print(f"\nours: time per pixel at 512 / at 128 = {per_px[512][0] / per_px[128][0]:.2f} (target <= 1.3)")
+
+    rss = {w: peak_rss_mb(w, case, 512, args.threads) for w in ("ref", "ours")}
+    results["peak_rss_mb_512"] = rss
+    print(
+        f"peak RSS at 512x512 ({case}, fresh process): reference {rss['ref']:.0f} MB, ours {rss['ours']:.0f} MB, "
+        f"ratio {rss['ours'] / rss['ref']:.2f} (target <= 0.7)"
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu.json").write_text(json.dumps(results, indent=2))
+    _plot(per_px, case, machine, args.out / "time_per_pixel.png")
+
+
+def _plot(per_px: dict[int, tuple[float, float]], case: str, machine: str, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
+        return
+    sizes = list(per_px)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, [per_px[s][1] * 1e6 for s in sizes], "o-", label="spandrel 0.4.2 FDAT")
+    ax.plot(sizes, [per_px[s][0] * 1e6 for s in sizes], "o-", label="spandrel_fdat")
+    ax.set_xlabel("image side (px)")
+    ax.set_ylabel("time per input pixel (µs)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{case}, CPU\n{machine}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
