@@ -18,6 +18,11 @@ from .config import PRESETS, BlockType, FDATConfig, Layout, UpsamplerType
 from .upsamplers import build_upsampler
 
 
+def _tracing() -> bool:
+    """True while torch.jit tracing or torch.export runs: sizes are symbolic, so pad and crop always."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def _nchw(x: Tensor) -> Tensor:
     """(B, H, W, C) -> a (B, C, H, W) view in channels-last memory."""
     return x.permute(0, 3, 1, 2)
@@ -43,7 +48,8 @@ class SpatialWindowAttention(nn.Module):
         b, h, w, c = x.shape
         ws, nh = self.ws, self.num_heads
         pad_b, pad_r = -h % ws, -w % ws
-        if pad_b or pad_r:  # zero padding at the bottom/right
+        padded = bool(pad_b or pad_r) or _tracing()
+        if padded:  # zero padding at the bottom/right
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
         # (B, H, W, C) -> windows (B*hw*ww, ws*ws, C)
@@ -55,9 +61,9 @@ class SpatialWindowAttention(nn.Module):
         bias = self.bias if torch.is_grad_enabled() else self.bias.detach()
         mask = bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        out = self.proj(out.transpose(1, 2).reshape(-1, ws * ws, c))
+        out = self.proj(out.transpose(1, 2).contiguous().view(-1, ws * ws, c))
         out = out.view(b, hw, ww, ws, ws, c).transpose(2, 3).reshape(b, hw * ws, ww * ws, c)
-        return out[:, :h, :w] if pad_b or pad_r else out
+        return out[:, :h, :w] if padded else out
 
 
 class ChannelAttention(nn.Module):
@@ -177,6 +183,8 @@ def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Reflect-pad bottom/right to a multiple; replicate what reflect cannot reach (tiny inputs)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
+    if _tracing():  # exported graphs: reflect only (inputs of at least `multiple` pixels)
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
     if not (pad_h or pad_w):
         return x
     rh, rw = min(pad_h, h - 1), min(pad_w, w - 1)

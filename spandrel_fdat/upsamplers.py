@@ -48,23 +48,22 @@ class DySample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         s, g = self.scale, self.groups
-        # Sampling positions and the sampling itself in fp32: in fp16/bf16 a position
-        # in a 512-pixel image would be off by up to a pixel or more.
-        dtype, x = x.dtype, x.float()
-        offset = (
-            self.offset(x.to(dtype)).float() * self.scope(x.to(dtype)).float().sigmoid() * 0.5 + self.init_pos.float()
-        )
+        # Sampling positions and the sampling itself in at least fp32: in fp16/bf16 a
+        # position in a 512-pixel image would be off by up to a pixel or more.
+        dtype = x.dtype
+        work = torch.promote_types(dtype, torch.float32)
+        offset = self.offset(x).to(work) * self.scope(x).to(work).sigmoid() * 0.5 + self.init_pos.to(work)
         offset = offset.view(b, 2, g * s * s, h, w)  # (B, xy, G*s*s, H, W)
-        ys = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
-        xs = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
+        ys = torch.arange(h, device=x.device, dtype=work) + 0.5
+        xs = torch.arange(w, device=x.device, dtype=work) + 0.5
         base = torch.stack(torch.meshgrid(xs, ys, indexing="ij")).transpose(1, 2)  # (2, H, W)
-        norm = torch.tensor([w, h], dtype=torch.float32, device=x.device).view(1, 2, 1, 1, 1)
+        norm = torch.cat([xs[-1:], ys[-1:]]).add(0.5).view(1, 2, 1, 1, 1)  # (W, H), traceable
         coords = 2 * (base.view(1, 2, 1, h, w) + offset) / norm - 1
         # (B, 2*G*s*s, H, W) -> (B, 2*G, sH, sW) -> (B*G, sH, sW, xy)
         coords = F.pixel_shuffle(coords.reshape(b, -1, h, w), s)
         coords = coords.view(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1).reshape(b * g, s * h, s * w, 2)
         out = F.grid_sample(
-            x.reshape(b * g, c // g, h, w), coords, mode="bilinear", align_corners=False, padding_mode="border"
+            x.to(work).reshape(b * g, c // g, h, w), coords, mode="bilinear", align_corners=False, padding_mode="border"
         )
         return self.end_conv(out.view(b, c, s * h, s * w).to(dtype))
 
@@ -124,28 +123,30 @@ class LDAUpsample(nn.Module):
         key = self.proj_k(xn)
 
         offset = self.conv_offset(q.view(b * g, -1, oh, ow))
-        # Positions, sampling and this small attention run in fp32 whatever the model's dtype:
-        # in fp16/bf16 a position in a large image is off by a pixel or more.
-        dtype, offset = x.dtype, offset.float().tanh() * 11 + self.base_offset
+        # Positions, sampling and this small attention run in at least fp32 whatever the
+        # model's dtype: in fp16/bf16 a position in a large image is off by a pixel or more.
+        dtype = x.dtype
+        work = torch.promote_types(dtype, torch.float32)
+        offset = offset.to(work).tanh() * 11 + self.base_offset.to(work)
         # (B*G, (ky kx yx), oH, oW) -> sampling grid (B*G, k*oH, k*oW, xy), normalised to [-1, 1]
         offset = offset.view(b * g, k, k, 2, oh, ow).permute(0, 1, 4, 2, 5, 3)
-        rows = torch.arange(oh, device=x.device, dtype=torch.float32).view(oh, 1, 1)
-        cols = torch.arange(ow, device=x.device, dtype=torch.float32).view(1, ow, 1)
+        rows = torch.arange(oh, device=x.device, dtype=work).view(oh, 1, 1)
+        cols = torch.arange(ow, device=x.device, dtype=work).view(1, ow, 1)
         pos = torch.cat([rows.expand(oh, ow, 1), cols.expand(oh, ow, 1)], dim=-1)  # (oH, oW, yx)
         offset = offset + pos.view(1, 1, oh, 1, ow, 2)
-        denom = torch.tensor([oh - 1, ow - 1], dtype=torch.float32, device=x.device)
+        denom = torch.cat([rows.view(-1)[-1:], cols.view(-1)[-1:]])  # (oH - 1, oW - 1), traceable
         grid = (2 * offset / denom - 1).reshape(b * g, k * oh, k * ow, 2).flip(-1)
 
-        k_s = self._sample(key.float().view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
-        v_s = self._sample(x.float().reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
+        k_s = self._sample(key.to(work).view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
+        v_s = self._sample(x.to(work).reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
 
         def tokens(t: Tensor) -> Tensor:  # (B*G, k*k, c, oH, oW) -> (B, oH*oW, k*k, G*c)
             t = t.view(b, g, k * k, -1, oh * ow).permute(0, 4, 2, 1, 3)
             return t.reshape(b, oh * ow, k * k, -1)
 
-        keys = tokens(k_s) + self.relative_position_bias_table[0, 0].float()
+        keys = tokens(k_s) + self.relative_position_bias_table[0, 0].to(work)
         values = tokens(v_s)
-        queries = q.float().flatten(2).transpose(1, 2).unsqueeze(2) * self.hidden**-0.5  # (B, L, 1, hid)
+        queries = q.to(work).flatten(2).transpose(1, 2).unsqueeze(2) * self.hidden**-0.5  # (B, L, 1, hid)
         attn = (queries @ keys.transpose(-1, -2)).softmax(dim=-1)  # (B, L, 1, k*k)
         out = (attn @ values).squeeze(2)  # (B, L, C)
         return out.transpose(1, 2).reshape(b, c, oh, ow).to(dtype)
