@@ -7,6 +7,7 @@ loads FDAT checkpoints of every known layout with this package's FDAT.
 from .arch import ARCH_ID, REGISTRY, SCALE_ENV, FDATArch, arch_support, install, load_model
 from .config import PRESETS, FDATConfig, expected_shapes
 from .errors import FDATCheckpointError, FDATScaleWarning
+from .export import export_onnx
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import (
     FDAT,
@@ -33,6 +34,7 @@ __all__ = [
     "Inference",
     "arch_support",
     "expected_shapes",
+    "export_onnx",
     "fdat_large",
     "fdat_light",
     "fdat_medium",

@@ -90,16 +90,13 @@ class ChannelAttention(nn.Module):
         if q.dtype != torch.float16:
             gram = gram / (norms[..., :c].view(b, nh, hd, 1) * norms[..., c:].view(b, nh, 1, hd))
         attn = (gram * self.temp).softmax(dim=-1)
-        # proj(attn @ v) = v @ (A @ Wp^T) + b, A block-diagonal with A[h][j, i] = attn[h, i, j]:
-        # one GEMM on the strided v, no layout copies.
-        a = torch.zeros(b, c, c, dtype=attn.dtype, device=attn.device)
-        for head in range(nh):
-            block = slice(head * hd, (head + 1) * hd)
-            a[:, block, block] = attn[:, head].transpose(-1, -2)
-        mixed = a @ self.proj.weight.t()  # (B, C, C)
-        # 2-D GEMMs read v's row stride (3C) directly
-        rows = [torch.addmm(self.proj.bias, v[i], mixed[i]) for i in range(b)]
-        out = rows[0].unsqueeze(0) if b == 1 else torch.stack(rows)
+        # proj(attn @ v) = v @ M + b with M = A @ Wp^T, A block-diagonal with A[h][j, i] = attn[h, i, j]:
+        # M's rows of head h are attn[h]^T @ (Wp^T rows of head h). One GEMM on the strided v.
+        mixed = (attn.transpose(-1, -2) @ self.proj.weight.t().view(nh, hd, c)).reshape(b, c, c)
+        if b == 1 and not _tracing():  # a 2-D GEMM reads v's row stride (3C) directly
+            out = torch.addmm(self.proj.bias, v[0], mixed[0]).unsqueeze(0)
+        else:
+            out = torch.baddbmm(self.proj.bias, v, mixed)
         return out.view(b, h, w, c)
 
 

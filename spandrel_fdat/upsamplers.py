@@ -122,7 +122,7 @@ class LDAUpsample(nn.Module):
         q = F.interpolate(self.proj_q(xn), (oh, ow), mode="bilinear", align_corners=True)
         key = self.proj_k(xn)
 
-        offset = self.conv_offset(q.view(b * g, -1, oh, ow))
+        offset = self.conv_offset(q.reshape(b * g, -1, oh, ow))  # q may be channels-last
         # Positions, sampling and this small attention run in at least fp32 whatever the
         # model's dtype: in fp16/bf16 a position in a large image is off by a pixel or more.
         dtype = x.dtype
@@ -137,7 +137,7 @@ class LDAUpsample(nn.Module):
         denom = torch.cat([rows.view(-1)[-1:], cols.view(-1)[-1:]])  # (oH - 1, oW - 1), traceable
         grid = (2 * offset / denom - 1).reshape(b * g, k * oh, k * ow, 2).flip(-1)
 
-        k_s = self._sample(key.to(work).view(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
+        k_s = self._sample(key.to(work).reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, hid/G, oH, oW)
         v_s = self._sample(x.to(work).reshape(b * g, -1, h, w), grid, oh, ow)  # (B*G, k*k, C/G, oH, oW)
 
         def tokens(t: Tensor) -> Tensor:  # (B*G, k*k, c, oH, oW) -> (B, oH*oW, k*k, G*c)

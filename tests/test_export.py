@@ -1,0 +1,107 @@
+"""ONNX export (onnxruntime vs PyTorch at two sizes) and torch.compile (no graph breaks, same output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from spandrel_fdat import FDAT, export_onnx
+from tests.helpers import SMALL, build, image
+
+ort = pytest.importorskip("onnxruntime")
+
+LAYOUTS: list[dict[str, Any]] = [
+    *(
+        dict(upsampler_type=up, scale=2)
+        for up in ("conv", "pixelshuffledirect", "pixelshuffle", "nearest+conv", "dysample", "transpose+conv", "lda")
+    ),
+    dict(upsampler_type="pa_up", scale=3),
+    dict(upsampler_type="pixelshuffle", scale=1, unshuffle_mod=True),
+    dict(upsampler_type="dysample", scale=2, unshuffle_mod=True),
+    dict(upsampler_type="pixelshuffle", scale=2, group_block_pattern=["channel", "spatial", "spatial"]),
+    dict(layout="lhan", upsampler_type="nearest+conv", scale=3),
+    dict(layout="lhan", upsampler_type="pixelshuffle", scale=2),
+    dict(layout="lhan", upsampler_type="transpose+conv", scale=4),
+    dict(layout="standalone", upsampler_type="pixelshuffle", scale=4),
+    dict(layout="standalone", upsampler_type="pixelshuffle", scale=3),
+    dict(layout="standalone", upsampler_type="transpose+conv", scale=4),
+]
+
+
+def _id(kw: dict[str, Any]) -> str:
+    return "-".join(f"{v}" for v in kw.values() if not isinstance(v, list)) + (
+        "-pattern" if "group_block_pattern" in kw else ""
+    )
+
+
+@pytest.mark.parametrize("kwargs", LAYOUTS, ids=_id)
+def test_onnx_matches_pytorch_at_two_sizes(kwargs: dict[str, Any], tmp_path: Path) -> None:
+    model = build(**SMALL, **kwargs)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # one size not a multiple of the window (4) nor of the unshuffle factor, batch 2 on the second
+    for batch, h, w in ((1, 20, 24), (2, 13, 9)):
+        x = torch.cat([image(3, h, w, seed=i) for i in range(batch)])
+        with torch.inference_mode():
+            expected = model(x)
+        (out,) = session.run(None, {"image": x.numpy()})
+        assert out.shape == tuple(expected.shape)
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
+    assert not model.training  # export leaves the model as it found it
+
+
+def test_export_rejects_other_models(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="FDAT model"):
+        export_onnx(torch.nn.Conv2d(3, 3, 3), tmp_path / "x.onnx")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(upsampler_type="pixelshuffle", scale=2), dict(upsampler_type="dysample", scale=2, unshuffle_mod=True)],
+    ids=_id,
+)
+def test_torch_compile_has_no_graph_breaks_and_same_output(kwargs: dict[str, Any]) -> None:
+    model = build(**SMALL, **kwargs)
+    x = image(3, 13, 11)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0
+    assert explanation.graph_count == 1
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True)
+    with torch.inference_mode():
+        for h, w in ((13, 11), (16, 20)):
+            x = image(3, h, w)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_training_step_runs() -> None:
+    """The inference-first module still trains: gradients reach the window bias and every used weight.
+
+    As upstream, a spatial block uses only its AIM channel gate (cg) and a channel block only its
+    spatial gate (sg); the other gate's weights exist in checkpoints but get no gradient.
+    """
+    model = FDAT(**SMALL, upsampler_type="pixelshuffle", scale=2).train()
+    out = model(image(3, 12, 12))
+    out.square().mean().backward()
+    unused = {
+        f"groups.{g}.blocks.{b}.inter.{gate}"
+        for g, group in enumerate(model.groups)
+        for b, block in enumerate(group.blocks)
+        for gate in (["sg.0.weight"] if block.block_type == "spatial" else ["cg.1.weight", "cg.3.weight"])
+    }
+    no_grad = {name for name, p in model.named_parameters() if p.grad is None}
+    assert no_grad == unused
+    assert float(model.groups[0].blocks[0].attn.bias.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("kwargs", LAYOUTS, ids=_id)
+def test_a_batch_is_its_images(kwargs: dict[str, Any]) -> None:
+    """Batch of 3 = the 3 images one by one (upstream's LDA cannot even run a batch)."""
+    model = build(**SMALL, **kwargs)
+    x = torch.cat([image(3, 13, 9, seed=i) for i in range(3)])
+    with torch.inference_mode():
+        batched = model(x)
+        single = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
