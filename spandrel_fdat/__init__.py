@@ -6,7 +6,7 @@ loads FDAT checkpoints of every known layout with this package's FDAT.
 
 from .arch import ARCH_ID, REGISTRY, SCALE_ENV, FDATArch, arch_support, install, load_model
 from .config import PRESETS, FDATConfig, expected_shapes
-from .errors import FDATCheckpointError, FDATScaleWarning
+from .errors import FDATCheckpointError, FDATFileError, FDATNonFiniteWarning, FDATScaleWarning
 from .export import export_onnx
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import (
@@ -30,6 +30,8 @@ __all__ = [
     "FDATArch",
     "FDATCheckpointError",
     "FDATConfig",
+    "FDATFileError",
+    "FDATNonFiniteWarning",
     "FDATScaleWarning",
     "Inference",
     "arch_support",

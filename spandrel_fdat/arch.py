@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
-from .errors import FDATScaleWarning
+from .errors import FDATFileError, FDATNonFiniteWarning, FDATScaleWarning
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import FDAT
 
@@ -51,7 +52,32 @@ class FDATArch(Architecture[FDAT]):
                 FDATScaleWarning,
                 stacklevel=3,
             )
-        return build_descriptor(state_dict, inference, self)
+        descriptor = build_descriptor(state_dict, inference, self)
+        non_finite = _non_finite(descriptor.model)
+        if non_finite:
+            key, count, total = non_finite[0]
+            more = f" ({len(non_finite) - 1} more tensors have some too)" if len(non_finite) > 1 else ""
+            warnings.warn(
+                f"FDAT checkpoint: {key}: expected finite weights, found {count} NaN/inf of {total}{more}; "
+                "loaded anyway, but the model's outputs will be NaN/inf",
+                FDATNonFiniteWarning,
+                stacklevel=3,
+            )
+        return descriptor
+
+
+def _non_finite(model: FDAT) -> list[tuple[str, int, int]]:
+    """(key, non-finite values, values) for each tensor of the loaded model holding NaN or inf.
+
+    Read from the model, not the checkpoint: float64 weights beyond float32's range become inf too.
+    """
+    found = []
+    for key, value in model.state_dict().items():
+        if value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                found.append((key, bad, value.numel()))
+    return found
 
 
 def build_descriptor(
@@ -61,8 +87,7 @@ def build_descriptor(
     model = FDAT.from_config(config)
     weights = dict(state_dict)  # never write into the caller's dict
     if "upsampler.MetaUpsample" in weights:  # ours is canonical, whatever dtype or values were stored
-        weights["upsampler.MetaUpsample"] = model.upsampler.MetaUpsample
-    model.load_state_dict(weights, strict=True)
+        weights["upsampler.MetaUpsample"] = torch.tensor(config.meta_upsample(), dtype=torch.uint8)
     model.eval()
 
     tags = [t for t in (config.preset_name(), f"{config.embed_dim}dim", config.upsampler_type) if t]
@@ -72,9 +97,9 @@ def build_descriptor(
         tags.append("unshuffle")
     if inference.scale_guessed:
         tags.append("scale-guessed")
-    return ImageModelDescriptor(
+    return ImageModelDescriptor(  # loads `weights` into the model (strict)
         model,
-        dict(state_dict),
+        weights,
         architecture=architecture,
         purpose="Restoration" if config.scale == 1 else "SR",
         tags=tags,
@@ -121,20 +146,32 @@ def install(registry: ArchRegistry = MAIN_REGISTRY, *, ignore_duplicates: bool =
     return registry.add(*REGISTRY, ignore_duplicates=ignore_duplicates)
 
 
+CHECKPOINT_EXTENSIONS = (".pth", ".pt", ".ckpt", ".safetensors")
+"""The file types `load_model` reads (those of spandrel's `ModelLoader`)."""
+
+
 def load_model(
     source: str | os.PathLike[str] | Mapping[str, Any], *, scale: int | None = None, device: str | torch.device = "cpu"
 ) -> ImageModelDescriptor[FDAT]:
     """Load an FDAT checkpoint (a file through spandrel's loader, or a state dict).
 
     `scale` is used only where the checkpoint does not record its scale.
-    Raises UnsupportedModelError for a file that is not FDAT.
+    Raises UnsupportedModelError for a checkpoint that is not FDAT, FDATCheckpointError
+    for one that is but cannot be loaded, and FDATFileError for a file that cannot be
+    read (missing, a directory, empty, another extension, truncated or corrupt, or a
+    pickle that would run code: spandrel's restricted unpickler refuses it, nothing runs).
     """
     from spandrel import UnsupportedModelError
 
     if isinstance(source, Mapping):
-        state_dict = canonicalize_state_dict(dict(source))
+        try:
+            state_dict = canonicalize_state_dict(dict(source))
+        except (AttributeError, TypeError):  # spandrel's prefix removal calls str methods on every key
+            raise UnsupportedModelError(
+                "state dict is not an FDAT checkpoint (it has keys that are not strings)"
+            ) from None
     else:
-        state_dict = ModelLoader(device=device).load_state_dict_from_file(Path(source))
+        state_dict = _read_checkpoint(source, device)
     arch = FDATArch()
     if not arch.detect(state_dict):
         raise UnsupportedModelError(
@@ -143,4 +180,61 @@ def load_model(
     return arch.load_with(state_dict, scale=scale).to(device)
 
 
-__all__ = ["ARCH_ID", "REGISTRY", "SCALE_ENV", "FDATArch", "arch_support", "install", "load_model"]
+def _read_checkpoint(source: str | os.PathLike[str], device: str | torch.device) -> StateDict:
+    """The file's state dict (canonicalised by spandrel), or one FDATFileError saying why not."""
+    path = Path(source)
+    if not path.exists():
+        raise FDATFileError("expected a checkpoint file, found nothing (no such file)", path=path)
+    if path.is_dir():
+        raise FDATFileError("expected a checkpoint file, found a directory", path=path)
+    extension = path.suffix.lower()
+    if extension not in CHECKPOINT_EXTENSIONS:
+        raise FDATFileError(
+            f"expected a {', '.join(CHECKPOINT_EXTENSIONS[:-1])} or {CHECKPOINT_EXTENSIONS[-1]} file, "
+            f"found {f'a {extension} file' if extension else 'no extension'}",
+            path=path,
+        )
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise FDATFileError(f"expected a readable file, found {err.strerror or _one_line(err)}", path=path) from err
+    if size == 0:
+        raise FDATFileError(f"expected a {extension} checkpoint, found an empty file (0 bytes)", path=path)
+    try:
+        return ModelLoader(device=device).load_state_dict_from_file(path)
+    except pickle.UnpicklingError as err:
+        if "forbidden" not in str(err):  # not spandrel's restricted unpickler at work: a corrupt pickle
+            raise FDATFileError(_corrupt(extension, size, err), path=path) from err
+        raise FDATFileError(
+            f"expected a pickle of tensors only, found code to run ({_one_line(err)}): refused, nothing in it was "
+            "run; the file is corrupt or malicious",
+            path=path,
+        ) from err
+    except PermissionError as err:
+        raise FDATFileError("expected a readable file, found no permission to read it", path=path) from err
+    except Exception as err:  # whatever the reader (torch, safetensors, spandrel) raised: one clear error
+        raise FDATFileError(_corrupt(extension, size, err), path=path) from err
+
+
+def _corrupt(extension: str, size: int, err: BaseException) -> str:
+    return (
+        f"expected a readable {extension} checkpoint (a state dict of tensors), found a truncated, corrupt "
+        f"or foreign file of {size} bytes ({type(err).__name__}: {_one_line(err)})"
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+__all__ = [
+    "ARCH_ID",
+    "CHECKPOINT_EXTENSIONS",
+    "REGISTRY",
+    "SCALE_ENV",
+    "FDATArch",
+    "arch_support",
+    "install",
+    "load_model",
+]

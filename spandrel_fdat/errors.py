@@ -1,6 +1,13 @@
-"""Errors and warnings a user of spandrel_fdat can see."""
+"""Errors and warnings a user of spandrel_fdat can see.
+
+Every error is a `ValueError`, with a one-line message in the style
+`FDAT checkpoint: <key>: expected <what>, found <what>` (or `FDAT file: <path>: ...`):
+hosts such as chaiNNer show nothing but the message, so it names what is wrong.
+"""
 
 from __future__ import annotations
+
+import os
 
 
 class FDATCheckpointError(ValueError):
@@ -14,5 +21,24 @@ class FDATCheckpointError(ValueError):
         self.key = key
 
 
+class FDATFileError(ValueError):
+    """A checkpoint file `load_model` cannot read: missing, a directory, empty, an unknown
+    extension, truncated or corrupt, or a pickle that would run code (refused, nothing run).
+
+    `path` is the file; the original exception, if any, is chained as `__cause__`.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str]) -> None:
+        super().__init__(f"FDAT file: {os.fspath(path)}: {message}")
+        self.path = os.fspath(path)
+
+
 class FDATScaleWarning(UserWarning):
     """The checkpoint does not record its scale; a default or hint was used."""
+
+
+class FDATNonFiniteWarning(UserWarning):
+    """The checkpoint loaded, but holds NaN or infinite weights: the model's outputs will be too.
+
+    The message names the first such key.
+    """

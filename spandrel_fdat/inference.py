@@ -33,6 +33,11 @@ from .config import (
 from .errors import FDATCheckpointError
 
 DEFAULT_GUESSED_SCALE = 4
+MAX_PARAMETERS = 1 << 28
+"""The most weights a checkpoint may declare (over ten times fdat_xl's 23M): more is refused
+before anything is allocated, whatever the tensors' storage (a zero-stride view declares any size)."""
+MAX_SCALE = 16
+"""The largest scale a checkpoint may declare (MetaUpsample could say x255; a key index, x2**n)."""
 
 _BLOCK = r"groups\.\d+\.blocks\.\d+\."
 _UPSAMPLER_KEYS: dict[Layout, str] = {
@@ -74,7 +79,7 @@ def is_fdat_state_dict(state_dict: Mapping[str, Any]) -> bool:
             return False
         has_signature = has_signature or bool(_FDAT_SIGNATURE.match(key))
         has_upsampler = has_upsampler or key.startswith("upsampler.")
-        if key.endswith(".attn.bias") and isinstance(value, torch.Tensor) and value.ndim == 3:
+        if key.endswith(".attn.bias") and _is_dense(value) and value.ndim == 3:
             side = math.isqrt(value.shape[1])
             if side * side != value.shape[1]:
                 return False
@@ -104,6 +109,15 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
     `scale` is used only where the checkpoint cannot tell its scale (LHAN
     nearest_conv, ambiguous unshuffle inputs); elsewhere the shapes decide.
     """
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE):
+        raise ValueError(f"scale must be an integer from 1 to {MAX_SCALE}, got {scale!r}")
+    if not isinstance(state_dict, Mapping):
+        raise FDATCheckpointError(
+            f"expected a state dict (a mapping of names to tensors), found {type(state_dict).__name__}"
+        )
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise FDATCheckpointError(f"expected a string key, found {type(key).__name__}", key=repr(key))
     sd = _Shapes(state_dict)
     unshuffle = "conv_first.1.weight" in state_dict
     first_key = "conv_first.1.weight" if unshuffle else "conv_first.weight"
@@ -130,15 +144,19 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
     reduced = sd.get(aim_key, ndim=4)[0]
     for key, value in ((first_key, e), (first_key, first_in), (ffn_key, hidden), (aim_key, reduced)):
         if value < 1:
-            raise FDATCheckpointError(f"has a zero-size dimension: {list(sd.get(key))}", key=key)
+            raise FDATCheckpointError(f"expected no zero-size dimension, found shape {list(sd.get(key))}", key=key)
 
     layout = _layout(state_dict)
-    up = _infer_upsampler(sd, layout, e, first_in, unshuffle)
+    up = _infer_upsampler(sd, layout, e, first_in, unshuffle, scale)
+    if up.scale > MAX_SCALE:
+        raise FDATCheckpointError(
+            f"expected a scale of at most x{MAX_SCALE}, found x{up.scale}", key=up.scale_key or up.key
+        )
     num_in, user_scale, guessed = first_in, up.scale, up.scale_guessed
     if unshuffle:
         if up.scale != 4:
             raise FDATCheckpointError(
-                f"an unshuffle checkpoint upsamples x4 internally, its upsampler does x{up.scale}", key=first_key
+                f"expected an x4 upsampler behind PixelUnshuffle, found x{up.scale}", key=first_key
             )
         num_in, user_scale, guessed = _unshuffle_input(first_in, up.out, scale)
     elif guessed and scale is not None:
@@ -168,7 +186,7 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
         )
     except ConfigError as err:
         raise FDATCheckpointError(
-            f"inconsistent hyperparameters: {err}", key=sources.get(err.field or "", up.key)
+            f"expected consistent hyperparameters, found {err}", key=sources.get(err.field or "", up.key)
         ) from None
     _check_against(sd, expected_shapes(config), config)
     return Inference(config, guessed, up.meta)
@@ -185,11 +203,9 @@ class _Shapes:
         return key in self.sd
 
     def get(self, key: str, ndim: int | None = None) -> Shape:
-        value = self.sd.get(key)
-        if value is None:
+        if key not in self.sd:
             raise FDATCheckpointError("missing", key=key)
-        if not isinstance(value, torch.Tensor):
-            raise FDATCheckpointError(f"expected a tensor, found {type(value).__name__}", key=key)
+        value = _tensor(self.sd[key], key)
         if ndim is not None and value.ndim != ndim:
             raise FDATCheckpointError(f"expected a {ndim}-D tensor, found shape {list(value.shape)}", key=key)
         return tuple(value.shape)
@@ -217,10 +233,8 @@ def _block_type(sd: _Shapes, b: int) -> BlockType:
     p = f"groups.0.blocks.{b}.attn."
     spatial, channel = p + "bias" in sd, p + "temp" in sd
     if spatial == channel:
-        both = (
-            "has both bias (spatial) and temp (channel)" if spatial else "has neither bias (spatial) nor temp (channel)"
-        )
-        raise FDATCheckpointError(both, key=p.rstrip("."))
+        both = "both" if spatial else "neither"
+        raise FDATCheckpointError(f"expected one of bias (spatial) or temp (channel), found {both}", key=p.rstrip("."))
     return "spatial" if spatial else "channel"
 
 
@@ -228,22 +242,39 @@ def _layout(state_dict: Mapping[str, Any]) -> Layout:
     keys = [k for k in state_dict if k.startswith("upsampler.")]
     found = {name: k for name, rx in _LAYOUT_KEY.items() for k in keys if rx.fullmatch(k)}
     if not found:
-        raise FDATCheckpointError("no upsampler keys")
+        raise FDATCheckpointError("expected upsampler keys, found none")
     if len(found) > 1:
-        raise FDATCheckpointError(f"upsampler keys mix the layouts {sorted(found)}", key=list(found.values())[-1])
+        raise FDATCheckpointError(
+            f"expected the upsampler keys of one layout, found a mix of {sorted(found)}", key=list(found.values())[-1]
+        )
     return next(iter(found))
+
+
+def _is_dense(value: Any) -> bool:
+    return (
+        isinstance(value, torch.Tensor) and value.layout == torch.strided and not value.is_meta and not value.is_nested
+    )
+
+
+def _tensor(value: Any, key: str) -> torch.Tensor:
+    """`value` if it is a tensor whose values can be read (dense, with data), else an error naming `key`."""
+    if not isinstance(value, torch.Tensor):
+        raise FDATCheckpointError(f"expected a tensor, found {type(value).__name__}", key=key)
+    if not _is_dense(value):
+        kind = "meta" if value.is_meta else "nested" if value.is_nested else str(value.layout).removeprefix("torch.")
+        raise FDATCheckpointError(f"expected a dense tensor with data, found a {kind} tensor", key=key)
+    return value
 
 
 def read_meta(value: Any) -> tuple[int, ...]:
     """MetaUpsample as integers, whatever its dtype (uint8, int64, float16/32 after a cast or blend)."""
     key = "upsampler.MetaUpsample"
-    if not isinstance(value, torch.Tensor):
-        raise FDATCheckpointError(f"expected a tensor, found {type(value).__name__}", key=key)
+    value = _tensor(value, key)
     if value.shape != (7,) or value.dtype == torch.bool or value.is_complex():
         raise FDATCheckpointError(f"expected 7 integers, found {value.dtype} of shape {list(value.shape)}", key=key)
     floats = value.double()
     if not bool(torch.isfinite(floats).all()) or bool(((floats < 0) | (floats > 255)).any()):
-        raise FDATCheckpointError(f"values out of range 0..255: {floats.tolist()}", key=key)
+        raise FDATCheckpointError(f"expected 7 integers in 0..255, found {floats.tolist()}", key=key)
     return tuple(round(v) for v in floats.tolist())
 
 
@@ -257,13 +288,16 @@ class _Upsampler:
     key: str  # the key the output channels were read from: blamed for upsampler inconsistencies
     meta: tuple[int, ...] | None = None
     scale_guessed: bool = False
+    scale_key: str | None = None  # the key the scale was read from, where it is not `key`
 
 
-def _infer_upsampler(sd: _Shapes, layout: Layout, e: int, first_in: int, unshuffle: bool) -> _Upsampler:
+def _infer_upsampler(
+    sd: _Shapes, layout: Layout, e: int, first_in: int, unshuffle: bool, hint: int | None
+) -> _Upsampler:
     if layout == "lhan":
         return _lhan(sd)
     if layout == "standalone":
-        return _standalone(sd, first_in)
+        return _standalone(sd, first_in, hint)
     return _uniupsample(sd, e, first_in, unshuffle)
 
 
@@ -275,7 +309,7 @@ def _lhan(sd: _Shapes) -> _Upsampler:
     if sd.has_module("upsampler.conv_pre") or sd.has_module("upsampler.conv_post"):
         out, key = _rows(sd, "upsampler.conv_post.weight")
         s = _square_factor(sd.get("upsampler.conv_pre.weight", ndim=4)[0], out, "upsampler.conv_pre.weight")
-        return _Upsampler("pixelshuffle", s, out, 64, key)
+        return _Upsampler("pixelshuffle", s, out, 64, key, scale_key="upsampler.conv_pre.weight")
     if sd.has_module("upsampler.conv"):  # nearest_conv: the scale is stored nowhere
         out, key = _rows(sd, "upsampler.conv.2.weight")
         return _Upsampler("nearest+conv", DEFAULT_GUESSED_SCALE, out, 64, key, scale_guessed=True)
@@ -286,7 +320,7 @@ def _lhan(sd: _Shapes) -> _Upsampler:
     return _Upsampler("transpose+conv", 2 if w[2] == 4 else 3, w[1], 64, "upsampler.up.weight")
 
 
-def _standalone(sd: _Shapes, first_in: int) -> _Upsampler:
+def _standalone(sd: _Shapes, first_in: int, hint: int | None) -> _Upsampler:
     if "upsampler.body.weight" in sd or "upsampler.body.bias" in sd:
         out, key = _rows(sd, "upsampler.body.weight")
         return _Upsampler("pixelshuffle", 1, out, 64, key)
@@ -296,25 +330,33 @@ def _standalone(sd: _Shapes, first_in: int) -> _Upsampler:
         out, key = _rows(sd, "upsampler.body.4.weight")
         return _Upsampler("transpose+conv", 4, out, w0[1], key)
     if convs == [0]:  # conv E -> out*s*s, PixelShuffle(s), s neither 1 nor a power of two
-        for out in dict.fromkeys((first_in, 3, 1, 4, 2)):
-            if w0[0] % out == 0 and (s := math.isqrt(w0[0] // out)) ** 2 * out == w0[0] and s & (s - 1):
-                return _Upsampler("pixelshuffle", s, out, 64, "upsampler.body.0.weight")
+        readings = [
+            (out, s)
+            for out in dict.fromkeys((first_in, 3, 1, 4, 2))  # out == in first
+            if w0[0] % out == 0 and (s := math.isqrt(w0[0] // out)) ** 2 * out == w0[0] and s & (s - 1)
+        ]
+        if readings:  # e.g. 36 rows: 4 channels x3 or 1 channel x6; the hint decides, else out == in
+            out, s = next((r for r in readings if r[1] == hint), readings[0])
+            guessed = len(readings) > 1 and s != hint
+            return _Upsampler("pixelshuffle", s, out, 64, "upsampler.body.0.weight", scale_guessed=guessed)
         raise FDATCheckpointError(
             f"expected [out*s*s, E, 3, 3] for a PixelShuffle(s), found {list(w0)}", key="upsampler.body.0.weight"
         )
     last = convs[-1]
     out, key = _rows(sd, f"upsampler.body.{last}.weight")
-    return _Upsampler("pixelshuffle", 2 ** ((last - 1) // 2), out, w0[0], key)
+    return _Upsampler("pixelshuffle", _staged_scale((last - 1) // 2, key), out, w0[0], key)
 
 
 def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsampler:
     meta_key = "upsampler.MetaUpsample"
     if meta_key not in sd:
-        raise FDATCheckpointError("missing (UniUpsample checkpoints store their upsampler here)", key=meta_key)
+        raise FDATCheckpointError(
+            "missing (UniUpsample checkpoints store their upsampler's settings here)", key=meta_key
+        )
     meta = read_meta(sd.sd[meta_key])
     version, mode_index, m_scale, _, m_out, m_mid, _ = meta
     if version not in META_VERSION_MODES:
-        raise FDATCheckpointError(f"unknown UniUpsample version {version} (known: 2, 3)", key=meta_key)
+        raise FDATCheckpointError(f"expected UniUpsample version 2 or 3, found {version}", key=meta_key)
     meta_mode = UPSAMPLER_TYPES[mode_index] if mode_index < len(UPSAMPLER_TYPES) else None
     mid = m_mid if m_mid >= 1 else 64
     idx = sd.indices(r"upsampler\.(\d+)\.(?:weight|bias)")  # the Sequential's plain convs
@@ -329,14 +371,21 @@ def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsamp
         i = max(idx) if index is None else index
         return convs[i][dim], f"upsampler.{i}.weight"
 
-    def two_or_three(stages: int) -> tuple[int, bool]:
+    def two_or_three(stages: int, key: str) -> tuple[int, bool]:
         """Scale of a staged upsampler; one stage is x2 or x3 with equal shapes: MetaUpsample decides."""
         if stages > 1:
-            return 2**stages, False
+            return _staged_scale(stages, key), False
         return (m_scale, False) if m_scale in (2, 3) else (2, True)
 
-    def found(mode: UpsamplerType, s: int, out_key: tuple[int, str], mid_: int = mid, guessed: bool = False):
-        return _Upsampler(mode, s, out_key[0], mid_, out_key[1], meta, guessed)
+    def found(
+        mode: UpsamplerType,
+        s: int,
+        out_key: tuple[int, str],
+        mid_: int = mid,
+        guessed: bool = False,
+        scale_key: str | None = None,
+    ) -> _Upsampler:
+        return _Upsampler(mode, s, out_key[0], mid_, out_key[1], meta, guessed, scale_key)
 
     if extras["offset"]:  # DySample at 0, or at 2 behind a conv E -> mid
         d = extras["offset"][0]
@@ -346,14 +395,16 @@ def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsamp
             raise FDATCheckpointError(
                 f"expected [8*s*s, mid, 1, 1], found {list(off)}", key=f"upsampler.{d}.offset.weight"
             )
-        return found("dysample", s, _rows(sd, f"upsampler.{d}.end_conv.weight"), off[1])
+        end = _rows(sd, f"upsampler.{d}.end_conv.weight")
+        return found("dysample", s, end, off[1], scale_key=f"upsampler.{d}.offset.weight")
     if extras["proj_q"]:  # LDA: its scale is in no weight
         d = extras["proj_q"][0]
         s = m_scale if m_scale >= 2 else 2
-        return found("lda", s, last(), sd.get(f"upsampler.{d}.proj_q.weight", ndim=4)[1], m_scale < 2)
+        lda_mid = sd.get(f"upsampler.{d}.proj_q.weight", ndim=4)[1]
+        return found("lda", s, last(), lda_mid, m_scale < 2, scale_key=meta_key)
     if extras["conv"]:  # pa_up: one pixel attention per stage
         stages = len(extras["conv"])
-        s, guessed = two_or_three(stages)
+        s, guessed = two_or_three(stages, f"upsampler.{extras['conv'][-1]}.conv.0.weight")
         pa = sd.get(f"upsampler.{extras['conv'][0]}.conv.0.weight", ndim=4)
         return found("pa_up", s, last(), pa[0], guessed)
     if idx == [0]:
@@ -369,12 +420,23 @@ def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsamp
             return found("transpose+conv", 4, last(dim=1, index=2))
         return found("transpose+conv", 2 if convs[0][2] == 4 else 3, last(dim=1, index=0))
     if len(idx) >= 3 and all(i % 2 == 0 for i in idx):  # pixelshuffle: 0, stages at 2, 4, ..., last
-        stages = len(idx) - 2
-        s = 3 if stages == 1 and convs[2][0] == 9 * convs[0][0] else 2**stages
-        return found("pixelshuffle", s, last(), convs[0][0])
+        # read from the last index, not the count: a missing conv is then named by the final check
+        stages = max(idx) // 2 - 1
+        head, stage = convs.get(0), convs.get(2)
+        x3 = stages == 1 and head is not None and stage is not None and stage[0] == 9 * head[0]
+        return found("pixelshuffle", 3 if x3 else _staged_scale(stages, last()[1]), last(), head[0] if head else mid)
     stages = (max(idx, default=2) - 2) // 3  # nearest+conv: convs at 0, 3, ..., 3n, last at 3n+2
-    s, guessed = two_or_three(stages)
+    s, guessed = two_or_three(stages, last()[1])
     return found("nearest+conv", s, last(), guessed=guessed)
+
+
+def _staged_scale(stages: int, key: str) -> int:
+    """2**stages for an upsampler of x2 stages, refused (before the power is taken) above MAX_SCALE."""
+    if stages > MAX_SCALE.bit_length() - 1:
+        raise FDATCheckpointError(
+            f"expected at most {MAX_SCALE.bit_length() - 1} x2 stages (x{MAX_SCALE}), found {stages}", key=key
+        )
+    return 2 ** max(stages, 0)
 
 
 def _square_factor(rows: int, out: int, key: str) -> int:
@@ -394,18 +456,20 @@ def _unshuffle_input(first_in: int, out: int, hint: int | None) -> tuple[int, in
     for num_in, s in options:
         if hint == s:
             return num_in, s, False
+    options = [o for o in options if o[0] <= 4] or options  # images have 1 to 4 channels (48 = 3*4*4, not 12*2*2)
+    # 16 = 1*4*4 at x1 = 4*2*2 at x2: the reading with in == out is taken (as everywhere upstream);
+    # with neither, x2 is the default and the scale is reported as guessed.
     same = [o for o in options if o[0] == out]
-    if len(options) == 1 or len(same) == 1:
-        num_in, s = (same or options)[0]
-        return num_in, s, False
-    num_in, s = options[0]  # in != out and both readings fit: x2 is the common one
-    return num_in, s, True
+    num_in, s = (same or options)[0]
+    return num_in, s, not same and len(options) > 1
 
 
 # --- the final check -----------------------------------------------------------
 def _check_against(sd: _Shapes, expected: dict[str, Shape], config: FDATConfig) -> None:
     what = f"{config.layout} {config.upsampler_type} x{config.upsample_scale}"
     for key, shape in expected.items():
+        if key not in sd:
+            raise FDATCheckpointError(f"missing (expected shape {list(shape)} for {what})", key=key)
         found = sd.get(key)
         if found != shape:
             raise FDATCheckpointError(f"expected shape {list(shape)} for {what}, found {list(found)}", key=key)
@@ -414,4 +478,15 @@ def _check_against(sd: _Shapes, expected: dict[str, Shape], config: FDATConfig) 
             raise FDATCheckpointError(f"expected a floating-point tensor, found {value.dtype}", key=key)
     for key in sd.sd:
         if key not in expected:
-            raise FDATCheckpointError(f"unexpected key for {what} (E={config.embed_dim})", key=key)
+            raise FDATCheckpointError(
+                f"unexpected key: expected none for {what} (E={config.embed_dim}), found one", key=key
+            )
+    sizes = {key: math.prod(shape) for key, shape in expected.items()}
+    total = sum(sizes.values())
+    if total > MAX_PARAMETERS:  # refused before the network is built: nothing is allocated
+        largest = max(sizes, key=lambda k: sizes[k])
+        raise FDATCheckpointError(
+            f"expected at most {MAX_PARAMETERS} weights in all, found {total} "
+            f"(this tensor declares {list(expected[largest])})",
+            key=largest,
+        )

@@ -136,7 +136,7 @@ def test_fixture_loads_with_its_configuration(filename: str, entry: dict[str, An
 @pytest.mark.filterwarnings("ignore:torch.meshgrid:UserWarning")  # spandrel 0.4.2's DySample
 @pytest.mark.parametrize(("filename", "entry", "info"), REFERENCE_CASES)
 def test_fixture_output_matches_spandrel_reference(filename: str, entry: dict[str, Any], info: dict[str, Any]) -> None:
-    from spandrel.architectures.FDAT import FDAT as ReferenceFDAT  # noqa: N811
+    from spandrel.architectures.FDAT import FDAT as ReferenceFDAT
 
     ours = check_descriptor(load(filename), entry["config"], filename, info)
     reference = ReferenceFDAT(**entry["kwargs"]).eval()
