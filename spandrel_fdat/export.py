@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,8 @@ def export_onnx(
     records a view whose strides its own decomposition does not produce).
     Unshuffle models need inputs of at least 4 pixels per side in ONNX.
     """
+    if importlib.util.find_spec("onnx") is None:
+        raise ImportError("export_onnx needs the onnx package: pip install 'spandrel-fdat[onnx]'")
     net = model.model if isinstance(model, ImageModelDescriptor) else model
     if not isinstance(net, FDAT):
         raise TypeError(f"export_onnx takes an FDAT model or its descriptor, not {type(net).__name__}")
