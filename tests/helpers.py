@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import torch
 
 from spandrel_fdat import FDAT
@@ -77,3 +78,8 @@ def reference_dysample_on_cpu() -> Iterator[None]:
         yield
     finally:
         ref_module.torch = saved
+
+
+def builtin_fdat() -> Any:
+    """spandrel 0.4.2's own FDAT module (the oracle); skips the calling test on 0.4.1, which has none."""
+    return pytest.importorskip("spandrel.architectures.FDAT", reason="spandrel 0.4.1 has no built-in FDAT")

@@ -11,18 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import spandrel.architectures.FDAT  # spandrel 0.4.2's own FDAT
 import torch
 from spandrel import MAIN_REGISTRY, ArchRegistry, UnsupportedModelError
 from spandrel.architectures.DAT import DAT
 from spandrel.architectures.ESRGAN import ESRGAN
-from spandrel.architectures.FDAT import FDATArch as BuiltinFDATArch
 from spandrel.architectures.SPAN import SPAN
 from spandrel.architectures.SwinIR import SwinIR
 
 import spandrel_fdat
 from spandrel_fdat import ARCH_ID, FDATArch, install, is_fdat_state_dict
-from tests.helpers import SMALL, build
+from tests.helpers import SMALL, build, builtin_fdat
 
 StateDict = dict[Any, Any]
 
@@ -239,7 +237,7 @@ def test_tfdat_and_rd_are_lookalikes_for_spandrels_builtin() -> None:
     sd = real("uniupsample")
     for name in ("tfdat-flow-temporal", "fdat-rd-dictionary-block", "fdat-rd-rel-pos-bias-added"):
         lookalike = LOOKALIKES[name](sd)
-        assert BuiltinFDATArch().detect(lookalike), name
+        assert builtin_fdat().FDATArch().detect(lookalike), name
         assert not FDATArch().detect(lookalike), name
 
 
@@ -296,7 +294,7 @@ def test_other_spandrel_architectures_declined(
 
 def test_spandrels_builtin_fdat_model_is_detected() -> None:
     """A state dict of spandrel 0.4.2's own FDAT class is FDAT for us too."""
-    model = spandrel.architectures.FDAT.FDAT(
+    model = builtin_fdat().FDAT(
         embed_dim=24, num_groups=1, depth_per_group=1, num_heads=2, window_size=4, mid_dim=16, scale=2
     )
     sd = dict(model.state_dict())

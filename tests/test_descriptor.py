@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import safetensors.torch
-import spandrel.architectures.FDAT  # spandrel 0.4.2's own FDAT
 import torch
 from spandrel import (
     MAIN_REGISTRY,
@@ -22,7 +21,6 @@ from spandrel import (
     UnsupportedModelError,
 )
 from spandrel.architectures.ESRGAN import ESRGAN
-from spandrel.architectures.FDAT import FDATArch as BuiltinFDATArch
 
 import spandrel_fdat
 from spandrel_fdat import (
@@ -35,7 +33,7 @@ from spandrel_fdat import (
     install,
     load_model,
 )
-from tests.helpers import SMALL, build, image, reference_dysample_on_cpu
+from tests.helpers import SMALL, build, builtin_fdat, image, reference_dysample_on_cpu
 
 StateDict = dict[str, Any]
 
@@ -72,7 +70,7 @@ def psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
 # --- scale and purpose -----------------------------------------------------------
 def test_conv_mode_reports_its_true_scale() -> None:
     """spandrel's own FDAT class stores the requested scale (4) in conv mode; the network keeps the size."""
-    upstream = spandrel.architectures.FDAT.FDAT(**SMALL, upsampler_type="conv", scale=4)
+    upstream = builtin_fdat().FDAT(**SMALL, upsampler_type="conv", scale=4)
     sd = dict(upstream.state_dict())
     assert sd["upsampler.MetaUpsample"][2].item() == 4
     x = image(3, 7, 5)
@@ -86,7 +84,7 @@ def test_conv_mode_reports_its_true_scale() -> None:
     assert torch.allclose(d.model(x), upstream_out, atol=1e-5)
     assert infer_config(sd).meta_agrees is False  # stored 4, is 1
     # spandrel 0.4.2's own loader believes the stored scale
-    assert BuiltinFDATArch().load(sd).scale == 4
+    assert builtin_fdat().FDATArch().load(sd).scale == 4
 
 
 @pytest.mark.parametrize(
@@ -165,7 +163,7 @@ def test_medium_aligned_tag_which_spandrel_lacks() -> None:
     e = embed_dim_of(sd)
     d = load(sd)
     assert set(d.tags) == {"medium_aligned", f"{e}dim", "pixelshuffle"}
-    builtin = BuiltinFDATArch().load(sd)
+    builtin = builtin_fdat().FDATArch().load(sd)
     assert "medium_aligned" not in builtin.tags
     assert not {"tiny", "light", "medium", "large", "xl"} & set(builtin.tags)
 
@@ -389,7 +387,7 @@ def _order(reg: ArchRegistry) -> list[str]:
 def builtin_detected() -> StateDict:
     """A checkpoint spandrel's built-in FDAT detects (UniUpsample, first block spatial)."""
     sd = real(upsampler_type="pixelshuffle", scale=2)
-    assert BuiltinFDATArch().detect(sd)
+    assert builtin_fdat().FDATArch().detect(sd)
     assert main_copy().load(sd).architecture.id == "FDAT"  # without us, spandrel's own FDAT takes it
     return sd
 
@@ -414,7 +412,7 @@ def test_ours_before_an_fdat_registered_later(builtin_detected: StateDict) -> No
     reg.add(*[a for a in main_copy().architectures("insertion") if a.architecture.id != "FDAT"])
     assert install(reg)
     assert reg.load(builtin_detected).architecture.id == ARCH_ID
-    reg.add(ArchSupport.from_architecture(BuiltinFDATArch()))
+    reg.add(ArchSupport.from_architecture(builtin_fdat().FDATArch()))
     order = _order(reg)
     assert order.index(ARCH_ID) < order.index("FDAT")
     assert reg.load(builtin_detected).architecture.id == ARCH_ID
@@ -436,7 +434,7 @@ def test_dysample_runs_on_cpu() -> None:
     assert out.shape == (1, 3, 20, 18)
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: spandrel's own DySample does not fail here")
-    builtin = BuiltinFDATArch().load(sd)
+    builtin = builtin_fdat().FDATArch().load(sd)
     with pytest.raises(RuntimeError):
         builtin(x)
     builtin.model.eval()  # spandrel's descriptor leaves its FDAT in training mode (drop path) until called

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,6 @@ def loader() -> ModelLoader:
     registry = ArchRegistry()
     install(registry)
     return ModelLoader(registry=registry)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def refused(path: Path, *words: str) -> FDATFileError:

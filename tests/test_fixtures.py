@@ -12,7 +12,6 @@ import importlib.util
 import json
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,17 +55,6 @@ CASES = [
 REFERENCE_CASES = [case for case in CASES if case.values[1]["source"] == make_fixtures.REFERENCE]
 STORED_SCALE_CASES = [case for case in CASES if case.values[1]["scale_hint"] is None]
 GUESSED_SCALE_CASES = [case for case in CASES if case.values[1]["scale_hint"] is not None]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These networks are tiny: worker threads only add synchronisation (and stall on a busy 2-core CI machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -65,16 +65,6 @@ VARIED = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _set(registry: ArchRegistry, source: ArchRegistry) -> None:
     # ArchRegistry is copy-on-write over these three fields (spandrel 0.4.1 and 0.4.2 alike)
     registry._architectures, registry._ordered, registry._by_id = source._architectures, source._ordered, source._by_id

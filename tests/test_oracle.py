@@ -23,15 +23,14 @@ from typing import Any
 
 import pytest
 import spandrel
-import spandrel.architectures.FDAT
 import torch
 from safetensors.torch import save_file
 
 import spandrel_fdat
 from spandrel_fdat import FDAT, FDATArch, FDATConfig, infer_config
-from tests.helpers import SMALL, image, randomize_, reference_dysample_on_cpu
+from tests.helpers import SMALL, builtin_fdat, image, randomize_, reference_dysample_on_cpu
 
-RefFDAT = spandrel.architectures.FDAT.FDAT  # spandrel 0.4.2's own FDAT: the oracle
+RefFDAT = builtin_fdat().FDAT  # spandrel 0.4.2's own FDAT: the oracle (the module skips on 0.4.1)
 META = "upsampler.MetaUpsample"
 
 # spandrel's LDA_AQU calls torch.meshgrid without `indexing`
