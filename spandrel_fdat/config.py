@@ -170,8 +170,12 @@ class FDATConfig:
         )
         self._check_upsampler_scale()
         if self.layout == "uniupsample":
-            for name, value in zip(("scale", "in_dim", "out_dim", "mid_dim"), self.meta_upsample()[2:6], strict=True):
-                _require(value <= 255, f"UniUpsample stores {name} in uint8: {value} > 255 cannot be built")
+            in_field = "mid_dim" if self.meta_upsample()[3] != self.embed_dim else "embed_dim"  # pa_up stores mid
+            fields = ("scale", in_field, "num_out_ch", "mid_dim")
+            for name, field, value in zip(
+                ("scale", "in_dim", "out_dim", "mid_dim"), fields, self.meta_upsample()[2:6], strict=True
+            ):
+                _require(value <= 255, f"UniUpsample stores {name} in uint8: {value} > 255 cannot be built", field)
         if self.layout != "uniupsample" and not self.uses_mid_dim:
             set_("mid_dim", 64)  # stored nowhere: MetaUpsample exists only in UniUpsample
         if self.norm_eps is None:
