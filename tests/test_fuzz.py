@@ -192,6 +192,19 @@ def _replace(sd: StateDict, key: Any, value: Any) -> StateDict:
     return {**sd, key: value}
 
 
+def _on_one_tensor(index: int, change: Callable[[torch.Tensor], Any]) -> Mutation:
+    """A mutation that replaces the index-th plain tensor of the dict by `change(tensor)`."""
+
+    def mutate(d: StateDict) -> StateDict:
+        tensors = [k for k, v in d.items() if _plain(v)]
+        if not tensors:
+            return d
+        key = tensors[index % len(tensors)]
+        return _replace(d, key, change(d[key]))
+
+    return mutate
+
+
 @st.composite
 def _delete(draw: st.DrawFn, sd: StateDict) -> Mutation:
     index = draw(st.integers(0, 10_000))
@@ -319,14 +332,7 @@ def _dtype(draw: st.DrawFn, sd: StateDict) -> Mutation:
     index = draw(st.integers(0, 10_000))
     dtype = draw(st.sampled_from(WEIGHT_DTYPES))
 
-    def mutate(d: StateDict) -> StateDict:
-        tensors = [k for k, v in d.items() if _plain(v)]
-        if not tensors:
-            return d
-        key = tensors[index % len(tensors)]
-        return _replace(d, key, _retyped(d[key], dtype))
-
-    return mutate
+    return _on_one_tensor(index, lambda t: _retyped(t, dtype))
 
 
 @st.composite
@@ -410,14 +416,7 @@ def _odd_tensor(draw: st.DrawFn, sd: StateDict) -> Mutation:
     index = draw(st.integers(0, 10_000))
     kind = draw(st.sampled_from(["meta", "nested", "sparse_coo", "sparse_csr"]))
 
-    def mutate(d: StateDict) -> StateDict:
-        tensors = [k for k, v in d.items() if _plain(v)]
-        if not tensors:
-            return d
-        key = tensors[index % len(tensors)]
-        return _replace(d, key, _odd_kind(d[key], kind))
-
-    return mutate
+    return _on_one_tensor(index, lambda t: _odd_kind(t, kind))
 
 
 @st.composite
