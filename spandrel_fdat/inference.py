@@ -124,8 +124,8 @@ def infer_config(state_dict: Mapping[str, Any], *, scale: int | None = None) -> 
     first = sd.get(first_key, ndim=4)
     e, first_in = first[0], first[1]
 
-    num_groups = _count(state_dict, r"groups\.(\d+)\.", "groups")
-    num_blocks = _count(state_dict, r"groups\.0\.blocks\.(\d+)\.", "groups.0.blocks")
+    num_groups = _count(sd, r"groups\.(\d+)\.", "groups")
+    num_blocks = _count(sd, r"groups\.0\.blocks\.(\d+)\.", "groups.0.blocks")
     types = tuple(_block_type(sd, b) for b in range(num_blocks))
     pattern = minimal_period(types)
     head_key = "groups.0.blocks.0." + ("attn.bias" if types[0] == "spatial" else "attn.temp")
@@ -218,9 +218,9 @@ class _Shapes:
         return sorted({int(m.group(1)) for k in self.sd if (m := rx.fullmatch(k))})
 
 
-def _count(state_dict: Mapping[str, Any], pattern: str, what: str) -> int:
-    rx = re.compile(pattern)
-    found = sorted({int(m.group(1)) for k in state_dict if (m := rx.match(k))})
+def _count(sd: _Shapes, prefix: str, what: str) -> int:
+    """The number of consecutive indices under `prefix` (a regex whose group is the index)."""
+    found = sd.indices(prefix + r".+")
     if not found:
         raise FDATCheckpointError("missing", key=f"{what}.0")
     for i, n in enumerate(found):
@@ -333,7 +333,7 @@ def _standalone(sd: _Shapes, first_in: int, hint: int | None) -> _Upsampler:
         readings = [
             (out, s)
             for out in dict.fromkeys((first_in, 3, 1, 4, 2))  # out == in first
-            if w0[0] % out == 0 and (s := math.isqrt(w0[0] // out)) ** 2 * out == w0[0] and s & (s - 1)
+            if (s := _shuffle_scale(w0[0], out)) and s & (s - 1)
         ]
         if readings:  # e.g. 36 rows: 4 channels x3 or 1 channel x6; the hint decides, else out == in
             out, s = next((r for r in readings if r[1] == hint), readings[0])
@@ -412,7 +412,7 @@ def _uniupsample(sd: _Shapes, e: int, first_in: int, unshuffle: bool) -> _Upsamp
         if meta_mode == "pixelshuffledirect" and m_scale > 1:
             outs = (m_out, first_in, 3, 1, 4, 2) if not unshuffle else (m_out, 3, 1, 4, 2)
             for out in dict.fromkeys(o for o in outs if o >= 1):
-                if rows % out == 0 and (s := math.isqrt(rows // out)) ** 2 * out == rows and s > 1:
+                if (s := _shuffle_scale(rows, out)) > 1:
                     return found("pixelshuffledirect", s, (out, "upsampler.0.weight"))
         return found(meta_mode if meta_mode in UPSAMPLER_TYPES else "conv", 1, last())
     if idx in ([0, 1], [0, 2, 3]) and convs[0][0] == e and convs[0][2] in (3, 4):  # ConvTranspose2d [E, *, k, k]
@@ -439,9 +439,15 @@ def _staged_scale(stages: int, key: str) -> int:
     return 2 ** max(stages, 0)
 
 
+def _shuffle_scale(rows: int, out: int) -> int:
+    """s with rows == out*s*s (a conv before PixelShuffle(s)), or 0 where there is none."""
+    s = math.isqrt(rows // out) if out >= 1 else 0
+    return s if s >= 1 and s * s * out == rows else 0
+
+
 def _square_factor(rows: int, out: int, key: str) -> int:
-    s = math.isqrt(rows // out) if out else 0
-    if out < 1 or s < 1 or s * s * out != rows:
+    s = _shuffle_scale(rows, out)
+    if not s:
         raise FDATCheckpointError(f"expected out*s*s rows with out={out}, found {rows}", key=key)
     return s
 
