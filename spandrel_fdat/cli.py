@@ -12,6 +12,7 @@ OSError or any other exception with a message that makes sense on its own.
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +25,23 @@ __all__ = ["main"]
 
 PROG = "spandrel-fdat"
 ERROR_EXIT = 2
+_debug = False  # set by --debug: an error then prints its traceback before its line
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    global _debug
+    _debug = _debug or value
+
+
+DEBUG = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="On an error, print the Python traceback as well as the one-line message.",
+)
+"""`--debug`, on the group and on every command (`spandrel-fdat inspect X --debug`)."""
 
 
 def _fail(message: str, prefix: str = PROG) -> NoReturn:
@@ -43,6 +61,8 @@ class _OneLineErrors(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        global _debug
+        _debug = False
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -54,7 +74,9 @@ class _OneLineErrors(click.Group):
             _fail(error.format_message())
         except click.Abort:
             _fail("aborted")
-        except Exception as error:  # no traceback for the user, whatever went wrong
+        except Exception as error:  # no traceback for the user, whatever went wrong, unless --debug
+            if _debug:
+                traceback.print_exc()
             message = str(error) or type(error).__name__
             if isinstance(error, OSError) and error.strerror:
                 message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
@@ -64,6 +86,7 @@ class _OneLineErrors(click.Group):
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name=PROG, message="%(prog)s %(version)s")
+@DEBUG
 def main() -> None:
     """FDAT for spandrel: host integration (autoload, ComfyUI)."""
 
@@ -157,6 +180,7 @@ def autoload_status(site_dir: Path | None) -> None:
 
 
 @main.command("comfyui-node")
+@DEBUG
 @click.argument("path", type=click.Path(path_type=Path))
 def comfyui_node(path: Path) -> None:
     """Write a ComfyUI custom-node folder at PATH that registers FDAT at ComfyUI's start-up."""

@@ -263,3 +263,18 @@ def test_cli_comfyui_node(tmp_path: Path) -> None:
     assert str(folder / "__init__.py") in result.stdout and "ComfyUI/custom_nodes/" in result.stdout
     assert (folder / "__init__.py").read_text() == comfyui.node_source()
     assert run("comfyui-node", str(folder)).exit_code == 0  # written again
+
+
+def test_debug_prints_the_traceback_before_the_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    quiet = run("comfyui-node", str(blocker / "node"))
+    assert quiet.exit_code == 2 and "Traceback" not in quiet.stderr
+    for args in (
+        ["--debug", "comfyui-node", str(blocker / "node")],
+        ["comfyui-node", str(blocker / "node"), "--debug"],
+    ):
+        loud = run(*args)
+        assert loud.exit_code == 2
+        assert "Traceback (most recent call last)" in loud.stderr
+        assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
