@@ -52,16 +52,22 @@ class SpatialWindowAttention(nn.Module):
         if padded:  # zero padding at the bottom/right
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
+        # Each intermediate is as large as the image's features: each is dropped once used.
         # (B, H, W, C) -> windows (B*hw*ww, ws*ws, C)
         win = x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
         # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
+        del win
         # A mask that needs no grad, expanded to (windows, heads, N, N), takes SDPA's fused CPU
         # kernel; one that requires grad falls back to the slower math path.
         bias = self.bias if torch.is_grad_enabled() else self.bias.detach()
         mask = bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        out = self.proj(out.transpose(1, 2).contiguous().view(-1, ws * ws, c))
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        del q, k, v
+        merged = heads.transpose(1, 2).reshape(-1, ws * ws, c)  # (windows, ws*ws, C)
+        del heads
+        out = self.proj(merged)
+        del merged
         out = out.view(b, hw, ww, ws, ws, c).transpose(2, 3).reshape(b, hw * ws, ww * ws, c)
         return out[:, :h, :w] if padded else out
 
@@ -129,14 +135,15 @@ class FFN(nn.Module):
         self.smix = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias=False)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
 
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        """residual + FFN(x), the addition done inside the fc2 GEMM."""
-        hidden = F.gelu(self.fc1(x))
+    def forward(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """x + FFN(norm(x)), the addition done inside the fc2 GEMM.
+
+        Taking `norm` rather than its output lets the normalised copy go as soon as fc1 has read it.
+        """
+        hidden = F.gelu(self.fc1(norm(x)))
         hidden = _nhwc(self.smix(_nchw(hidden)))
-        flat = torch.addmm(
-            residual.reshape(-1, residual.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t()
-        )
-        return flat.view(residual.shape)
+        flat = torch.addmm(x.reshape(-1, x.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t())
+        return flat.view(x.shape)
 
 
 class FDATBlock(nn.Module):
@@ -159,7 +166,8 @@ class FDATBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C)
         y = self.n1(x)
         x = x + self.inter(self.attn(y), _nhwc(self.conv(_nchw(y))), self.block_type)
-        return self.ffn(self.n2(x), residual=x)
+        del y  # as large as x: gone before the FFN's peak
+        return self.ffn(x, norm=self.n2)
 
 
 class ResidualGroup(nn.Module):
