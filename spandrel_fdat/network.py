@@ -85,24 +85,28 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, c = x.shape
         nh, hd = self.num_heads, c // self.num_heads
-        qkv = self.qkv(x.reshape(b, h * w, c))  # (B, HW, 3C)
-        q, k, v = qkv.split(c, dim=-1)  # strided (B, HW, C) views
+        pixels = x.reshape(b, h * w, c)
+        w_qk, w_v = self.qkv.weight.split(2 * c)  # v is never formed: see `mixed` below
+        qk = F.linear(pixels, w_qk)  # (B, HW, 2C)
+        q, k = qk.split(c, dim=-1)  # strided (B, HW, C) views
         # normalize(q)^T normalize(k) per head = the Gram matrix over the norms' outer product
-        norms = torch.linalg.vector_norm(qkv[..., : 2 * c], dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+        norms = torch.linalg.vector_norm(qk, dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
         if q.dtype == torch.float16:  # an unnormalised Gram matrix over many pixels overflows fp16
             q, k = q / norms[..., :c], k / norms[..., c:]
         qt = q.view(b, h * w, nh, hd).permute(0, 2, 3, 1)  # (B, heads, hd, HW)
         gram = qt @ k.view(b, h * w, nh, hd).transpose(1, 2)  # (B, heads, hd, hd)
-        if q.dtype != torch.float16:
+        del qk, q, k, qt
+        if gram.dtype != torch.float16:
             gram = gram / (norms[..., :c].view(b, nh, hd, 1) * norms[..., c:].view(b, nh, 1, hd))
         attn = (gram * self.temp).softmax(dim=-1)
         # proj(attn @ v) = v @ M + b with M = A @ Wp^T, A block-diagonal with A[h][j, i] = attn[h, i, j]:
-        # M's rows of head h are attn[h]^T @ (Wp^T rows of head h). One GEMM on the strided v.
-        mixed = (attn.transpose(-1, -2) @ self.proj.weight.t().view(nh, hd, c)).reshape(b, c, c)
-        if b == 1 and not _tracing():  # a 2-D GEMM reads v's row stride (3C) directly
-            out = torch.addmm(self.proj.bias, v[0], mixed[0]).unsqueeze(0)
+        # M's rows of head h are attn[h]^T @ (Wp^T rows of head h). With v = x @ Wv^T,
+        # that is x @ (Wv^T @ M) + b: one (HW, C) x (C, C) GEMM, and no v.
+        mixed = w_v.t() @ (attn.transpose(-1, -2) @ self.proj.weight.t().view(nh, hd, c)).reshape(b, c, c)
+        if b == 1 and not _tracing():  # the batch is symbolic in exported graphs
+            out = torch.addmm(self.proj.bias, pixels[0], mixed[0]).unsqueeze(0)
         else:
-            out = torch.baddbmm(self.proj.bias, v, mixed)
+            out = torch.baddbmm(self.proj.bias, pixels, mixed)
         return out.view(b, h, w, c)
 
 
