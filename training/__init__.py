@@ -1,0 +1,1 @@
+"""Training and evaluation of the bundled default model (`spandrel_fdat/models/`)."""
