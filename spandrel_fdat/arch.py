@@ -155,7 +155,9 @@ def load_model(
 ) -> ImageModelDescriptor[FDAT]:
     """Load an FDAT checkpoint (a file through spandrel's loader, or a state dict).
 
-    `scale` is used only where the checkpoint does not record its scale.
+    `scale` is used only where the checkpoint's shapes do not record its scale; for a
+    file written by `save_safetensors` (`spandrel-fdat convert`), the scale stored in its
+    metadata is the default.
     Raises UnsupportedModelError for a checkpoint that is not FDAT, FDATCheckpointError
     for one that is but cannot be loaded, and FDATFileError for a file that cannot be
     read (missing, a directory, empty, another extension, truncated or corrupt, or a
@@ -172,12 +174,24 @@ def load_model(
             ) from None
     else:
         state_dict = _read_checkpoint(source, device)
+        scale = scale if scale is not None else stored_scale(source)
     arch = FDATArch()
     if not arch.detect(state_dict):
         raise UnsupportedModelError(
             f"{source if not isinstance(source, Mapping) else 'state dict'} is not an FDAT checkpoint"
         )
     return arch.load_with(state_dict, scale=scale).to(device)
+
+
+def stored_scale(path: str | os.PathLike[str]) -> int | None:
+    """The scale in a safetensors file's `spandrel_fdat.config` metadata; None without a valid one."""
+    from .convert import read_stored_config
+
+    try:
+        config = read_stored_config(path)
+    except FDATFileError:  # unreadable metadata: reading the tensors reports the file's problem
+        return None
+    return config.scale if config is not None else None
 
 
 def _read_checkpoint(source: str | os.PathLike[str], device: str | torch.device) -> StateDict:
