@@ -2,6 +2,9 @@
 
     spandrel-fdat autoload enable|disable|status [--site-dir DIR]
     spandrel-fdat comfyui-node PATH
+    spandrel-fdat inspect MODEL [--json] [--scale N]
+    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx] [--force] [--scale N]
+    spandrel-fdat upscale INPUT... -o OUTPUT [-m MODEL] [--tile N] [--overlap M] [--dtype D] [--device D] [--force]
 
 `main` is the click group; new commands go on it (`@main.command()`). Every
 error, click's usage errors included, is reported as one line on stderr with
@@ -19,7 +22,7 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, autoload, comfyui
+from . import __version__, autoload, comfyui, upscale
 
 __all__ = ["main"]
 
@@ -191,6 +194,126 @@ def comfyui_node(path: Path) -> None:
         f"Copy or link {folder} into ComfyUI/custom_nodes/ and install spandrel-fdat into ComfyUI's Python; "
         "restart ComfyUI. It declares no nodes: 'Load Upscale Model' then loads FDAT checkpoints."
     )
+
+
+SCALE = click.option(
+    "--scale",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Scale to use only where the checkpoint does not record it (LHAN nearest_conv, some unshuffle files).",
+)
+
+
+def _warn(messages: Sequence[str]) -> None:
+    for message in messages:
+        click.echo(f"warning: {message}", err=True)
+
+
+@main.command("inspect")
+@DEBUG
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys documented in the README).")
+@SCALE
+def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
+    """Show what the FDAT checkpoint MODEL holds: layout, configuration, scale, dtypes, metadata."""
+    import json
+
+    from .report import build_report, format_report
+
+    report = build_report(model, scale=scale)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.command("convert")
+@DEBUG
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("out", metavar="OUT.safetensors", type=click.Path(path_type=Path))
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).",
+)
+@click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@SCALE
+def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force: bool, scale: int | None) -> None:
+    """Write the FDAT checkpoint MODEL as a clean OUT.safetensors (configuration in its metadata)."""
+    from .convert import DTYPES, convert_checkpoint
+
+    result = convert_checkpoint(model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale)
+    _warn(result.warnings)
+    if result.scale_guessed:
+        click.echo(
+            f"note: the checkpoint's shapes do not record its scale; x{result.config.scale} is stored in the metadata "
+            "(pass --scale N for another), which spandrel-fdat and load_model read back; spandrel's own loader "
+            "needs SPANDREL_FDAT_SCALE=N",
+            err=True,
+        )
+    config = result.config
+    click.echo(
+        f"wrote {result.safetensors} ({dtype}; FDAT {config.layout} {config.upsampler_type} x{config.scale}, "
+        f"{config.embed_dim}dim; configuration in its metadata)"
+    )
+    if result.onnx is not None:
+        click.echo(f"wrote {result.onnx} (ONNX, float32, dynamic batch/height/width)")
+
+
+@main.command("upscale")
+@DEBUG
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-m", "--model", type=click.Path(path_type=Path), default=None, help="FDAT checkpoint (default: the bundled x2)."
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder, or file for one image."
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(min=0),
+    default=upscale.DEFAULT_TILE,
+    show_default=True,
+    help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once.",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Overlap of neighbouring tiles in input pixels, at most half the tile [default: {upscale.DEFAULT_OVERLAP}].",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision the model runs in (fp16 on CPU works, but slowly).",
+)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="[default: cuda, else mps, else cpu]"
+)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped and count as failed).")
+@SCALE
+def upscale_command(
+    inputs: tuple[Path, ...],
+    model: Path | None,
+    output: Path,
+    tile: int,
+    overlap: int | None,
+    dtype: str,
+    device: str | None,
+    force: bool,
+    scale: int | None,
+) -> int:
+    """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
+
+    Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
+    """
+    summary = upscale.upscale_files(
+        inputs, output, model=model, tile=tile, overlap=overlap, dtype=dtype, device=device, force=force, scale=scale
+    )
+    click.echo(summary.line())
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":
