@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
+from click.testing import CliRunner, Result
 
 from spandrel_fdat import FDAT
 
@@ -83,3 +86,27 @@ def reference_dysample_on_cpu() -> Iterator[None]:
 def builtin_fdat() -> Any:
     """spandrel 0.4.2's own FDAT module (the oracle); skips the calling test on 0.4.1, which has none."""
     return pytest.importorskip("spandrel.architectures.FDAT", reason="spandrel 0.4.1 has no built-in FDAT")
+
+
+def run_cli(*args: str | os.PathLike[str]) -> Result:
+    """`spandrel-fdat ARGS...` in this process, stdout and stderr kept apart."""
+    from spandrel_fdat import cli
+
+    # click < 8.2 mixes stderr into the output unless told not to
+    separate: dict[str, Any] = (
+        {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
+    )
+    return CliRunner(**separate).invoke(cli.main, [str(a) for a in args], prog_name="spandrel-fdat")
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """Exit status 2, nothing on stdout, one `spandrel-fdat...: error:` line holding `fragments`, no traceback."""
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("spandrel-fdat") and ": error: " in lines[0]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

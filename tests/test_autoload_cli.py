@@ -8,36 +8,18 @@ interpreters is tested in tests/test_hosts.py.
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import sysconfig
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
 
 import spandrel_fdat
 from spandrel_fdat import autoload, cli, comfyui
 from spandrel_fdat.autoload import HOOK_MODULE, HOOK_NAME, PTH_NAME, AutoloadError
-
-
-def run(*args: str) -> Result:
-    # click < 8.2 mixes stderr into the output unless told not to
-    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    return CliRunner(**separate).invoke(cli.main, list(args), prog_name="spandrel-fdat")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.stdout + result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("spandrel-fdat") and ": error: " in lines[0]
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_cli as run
 
 # --- the files ----------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
@@ -38,10 +37,11 @@ from spandrel import ArchRegistry, ModelLoader
 from spandrel.architectures.ESRGAN import ESRGAN
 
 import spandrel_fdat
-from spandrel_fdat import FDAT, FDATConfig, FDATFileError, cli, infer_config, install
+from spandrel_fdat import FDAT, FDATConfig, FDATFileError, infer_config, install
 from spandrel_fdat.convert import CONFIG_KEY, VERSION_KEY, read_metadata, read_stored_config, save_safetensors
 from spandrel_fdat.report import REPORT_KEYS, build_report
-from tests.helpers import SMALL, build, image
+from tests.helpers import SMALL, assert_one_line_error, build, image
+from tests.helpers import run_cli as run
 from tests.test_files import CreatesFile
 from tests.test_properties import fdat_kwargs
 
@@ -91,29 +91,9 @@ pytestmark = [
 ]
 
 
-def run(*args: str | os.PathLike[str]) -> Result:
-    # click < 8.2 mixes stderr into the output unless told not to
-    separate: dict[str, Any] = (
-        {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    )
-    return CliRunner(**separate).invoke(cli.main, [str(a) for a in args], prog_name="spandrel-fdat")
-
-
 def ok(result: Result) -> Result:
     assert result.exit_code == 0, result.stdout + result.stderr
     return result
-
-
-def one_line_error(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.stdout + result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("spandrel-fdat") and ": error: " in lines[0]
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def scale_args(name: str) -> list[str]:
@@ -466,7 +446,9 @@ def test_convert_onnx_matches_pytorch(tmp_path: Path) -> None:
 def test_convert_onnx_without_the_onnx_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # importlib.util.find_spec("onnx") is then None
     out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
-    one_line_error(run("convert", SMALL_FIXTURE, out, "--onnx", graph), "--onnx", "pip install 'spandrel-fdat[onnx]'")
+    assert_one_line_error(
+        run("convert", SMALL_FIXTURE, out, "--onnx", graph), "--onnx", "pip install 'spandrel-fdat[onnx]'"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -476,7 +458,7 @@ def test_convert_onnx_export_failure_writes_nothing(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(spandrel_fdat.export, "export_onnx", fail)
     out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
-    one_line_error(
+    assert_one_line_error(
         run("convert", SMALL_FIXTURE, out, "--onnx", graph),
         f"--onnx {graph}: the uniupsample pixelshuffle x3 model could not be exported to ONNX",
         "aten::frobnicate",
@@ -485,7 +467,7 @@ def test_convert_onnx_export_failure_writes_nothing(tmp_path: Path, monkeypatch:
 
 
 def test_convert_onnx_wrong_extension(tmp_path: Path) -> None:
-    one_line_error(
+    assert_one_line_error(
         run("convert", SMALL_FIXTURE, tmp_path / "m.safetensors", "--onnx", tmp_path / "m.pb"),
         "--onnx: expected a path ending in .onnx",
     )
@@ -501,7 +483,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path, ext: str) -> None
     torch.save({"params_ema": {**weights, "conv_after.weight": CreatesFile(marker)}}, evil)
     out = tmp_path / "out.safetensors"
     for args in (("convert", evil, out), ("inspect", evil), ("inspect", evil, "--json")):
-        one_line_error(run(*args), str(evil), "refused, nothing in it was run")
+        assert_one_line_error(run(*args), str(evil), "refused, nothing in it was run")
         assert not marker.exists() and not out.exists()
     torch.load(evil, weights_only=False)  # the control: unrestricted, the pickle does run
     assert marker.exists()
@@ -514,7 +496,7 @@ def test_not_fdat(tmp_path: Path, ext: str) -> None:
     save_file(weights, str(path)) if ext == ".safetensors" else torch.save(weights, path)
     out = tmp_path / "out.safetensors"
     for args in (("inspect", path), ("inspect", path, "--json"), ("convert", path, out)):
-        one_line_error(run(*args), str(path), "expected an FDAT checkpoint", "that is not FDAT")
+        assert_one_line_error(run(*args), str(path), "expected an FDAT checkpoint", "that is not FDAT")
     assert not out.exists()
 
 
@@ -524,14 +506,14 @@ def test_truncated(tmp_path: Path, source: Path) -> None:
     path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     out = tmp_path / "out.safetensors"
     for args in (("inspect", path), ("convert", path, out)):
-        one_line_error(run(*args), str(path), "truncated")
+        assert_one_line_error(run(*args), str(path), "truncated")
     assert not out.exists()
 
 
 def test_missing(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.pth"
     for args in (("inspect", path, "--json"), ("convert", path, tmp_path / "out.safetensors")):
-        one_line_error(run(*args), str(path), "no such file")
+        assert_one_line_error(run(*args), str(path), "no such file")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -541,25 +523,25 @@ def test_broken_fdat_checkpoint_names_the_file_and_key(tmp_path: Path) -> None:
     path = tmp_path / "broken.safetensors"
     save_file(sd, str(path))
     for args in (("inspect", path), ("convert", path, tmp_path / "out.safetensors")):
-        one_line_error(run(*args), str(path), "groups.0.blocks.0.ffn.fc2.weight: missing")
+        assert_one_line_error(run(*args), str(path), "groups.0.blocks.0.ffn.fc2.weight: missing")
 
 
 @pytest.mark.parametrize("name", ["out.pth", "out.safetensors.tmp", "out"])
 def test_wrong_output_extension(tmp_path: Path, name: str) -> None:
     out = tmp_path / name
-    one_line_error(run("convert", SMALL_FIXTURE, out), "OUT.safetensors: expected a path ending in .safetensors")
+    assert_one_line_error(run("convert", SMALL_FIXTURE, out), "OUT.safetensors: expected a path ending in .safetensors")
     assert not out.exists()
 
 
 def test_existing_outputs_need_force(tmp_path: Path) -> None:
     out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
     out.write_bytes(b"precious")
-    one_line_error(run("convert", SMALL_FIXTURE, out), str(out), "already exists", "--force")
+    assert_one_line_error(run("convert", SMALL_FIXTURE, out), str(out), "already exists", "--force")
     assert out.read_bytes() == b"precious"
 
     out.unlink()
     graph.write_bytes(b"precious")
-    one_line_error(run("convert", SMALL_FIXTURE, out, "--onnx", graph), str(graph), "already exists", "--force")
+    assert_one_line_error(run("convert", SMALL_FIXTURE, out, "--onnx", graph), str(graph), "already exists", "--force")
     assert graph.read_bytes() == b"precious" and not out.exists()
 
     out.write_bytes(b"precious")
@@ -572,12 +554,12 @@ def test_existing_outputs_need_force(tmp_path: Path) -> None:
 
 def test_output_folder_must_exist(tmp_path: Path) -> None:
     out = tmp_path / "missing" / "m.safetensors"
-    one_line_error(run("convert", SMALL_FIXTURE, out), str(out), "does not exist")
+    assert_one_line_error(run("convert", SMALL_FIXTURE, out), str(out), "does not exist")
 
 
 def test_bad_flag_values_are_one_line_usage_errors(tmp_path: Path) -> None:
-    one_line_error(run("convert", SMALL_FIXTURE, tmp_path / "m.safetensors", "--dtype", "fp8"), "--dtype", "fp8")
-    one_line_error(run("inspect", SMALL_FIXTURE, "--scale", "0"), "--scale")
+    assert_one_line_error(run("convert", SMALL_FIXTURE, tmp_path / "m.safetensors", "--dtype", "fp8"), "--dtype", "fp8")
+    assert_one_line_error(run("inspect", SMALL_FIXTURE, "--scale", "0"), "--scale")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -588,7 +570,7 @@ def test_debug_prints_the_traceback(tmp_path: Path, command: str) -> None:
     if command == "convert":
         args.append(tmp_path / "out.safetensors")
     plain = run(*args)
-    one_line_error(plain, "no such file")
+    assert_one_line_error(plain, "no such file")
     debug = run(*args, "--debug")
     assert debug.exit_code == 2
     assert "Traceback (most recent call last)" in debug.stderr and "FDATFileError" in debug.stderr

@@ -7,18 +7,18 @@ failed (one line each on stderr, the others written), 2 nothing run (one-line er
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 from PIL import Image
 
-from spandrel_fdat import cli, upscale
+from spandrel_fdat import upscale
 from spandrel_fdat.images import FloatImage, read_image, write_image
 from spandrel_fdat.models import default_model_path
+from tests.helpers import assert_one_line_error, run_cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RGB_X2 = FIXTURES / "standalone_pixelshuffle_x2.safetensors"  # 3 -> 3, window 4
@@ -29,19 +29,7 @@ GUESSED = FIXTURES / "lhan_nearest_conv_x2.safetensors"  # no scale recorded: lo
 
 
 def run(*args: str | Path) -> Result:
-    # click < 8.2 mixes stderr into the output unless told not to
-    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
-    return CliRunner(**separate).invoke(cli.main, ["upscale", *map(str, args)], prog_name="spandrel-fdat")
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.stdout + result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("spandrel-fdat") and ": error: " in lines[0] and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return run_cli("upscale", *args)
 
 
 def summary(result: Result) -> str:
