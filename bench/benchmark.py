@@ -110,6 +110,16 @@ def time_pair(ours: torch.nn.Module, ref: torch.nn.Module, size: int, repeats: i
     }
 
 
+def gflop(model: torch.nn.Module, size: int) -> float:
+    """Floating-point operations of one forward pass (matrix products, convolutions, attention), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(torch.rand(1, 3, size, size))  # the cases are RGB models
+    return counter.get_total_flops() / 1e9
+
+
 def peak_rss_mb(which: str, case: str, size: int, threads: int) -> float:
     """Peak RSS of a fresh process that builds one model and upscales one image."""
     cmd = [
@@ -162,17 +172,22 @@ def main() -> None:
     repeats = 3 if args.quick else args.repeats
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     report(f"# CPU benchmark ({machine})\n")
-    report("| config | size | reference s | ours s | ratio | target | max abs diff | output max |")
-    report("|---|---|---|---|---|---|---|---|")
+    report(
+        "| config | size | reference s | ours s | ratio | target | max abs diff | output max "
+        "| GFLOP ref / ours | GFLOP/s ref / ours |"
+    )
+    report("|---|---|---|---|---|---|---|---|---|---|")
     results: dict[str, Any] = {"machine": machine, "cases": {}}
     for case, (_, _, size) in CASES.items():
         ours, ref = build_pair(case)
         r = time_pair(ours, ref, size, repeats)
         ratio = r["ref_s"] / r["ours_s"]
-        results["cases"][case] = {**r, "size": size, "ratio": ratio}
+        flops = {"ref": gflop(ref, size), "ours": gflop(ours, size)}
+        results["cases"][case] = {**r, "size": size, "ratio": ratio, "gflop": flops}
         report(
             f"| {case} | {size} | {r['ref_s']:.3f} | {r['ours_s']:.3f} | {ratio:.2f} | {TARGETS[case]} "
-            f"| {r['max_abs_diff']:.1e} | {r['out_max_abs']:.2f} |"
+            f"| {r['max_abs_diff']:.1e} | {r['out_max_abs']:.2f} | {flops['ref']:.1f} / {flops['ours']:.1f} "
+            f"| {flops['ref'] / r['ref_s']:.0f} / {flops['ours'] / r['ours_s']:.0f} |"
         )
     if args.quick:
         return
