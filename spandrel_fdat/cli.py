@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__, autoload, comfyui, upscale
 
 __all__ = ["main"]
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 PROG = "spandrel-fdat"
 ERROR_EXIT = 2
@@ -204,6 +206,13 @@ SCALE = click.option(
 )
 
 
+def _dtype_option(help_text: str) -> Callable[[FC], FC]:
+    """`--dtype fp32|fp16|bf16` (default fp32), for the commands that take one."""
+    return click.option(
+        "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True, help=help_text
+    )
+
+
 def _warn(messages: Sequence[str]) -> None:
     for message in messages:
         click.echo(f"warning: {message}", err=True)
@@ -228,13 +237,7 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @DEBUG
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("out", metavar="OUT.safetensors", type=click.Path(path_type=Path))
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).",
-)
+@_dtype_option("Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).")
 @click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @SCALE
@@ -282,13 +285,7 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     default=None,
     help=f"Overlap of neighbouring tiles in input pixels, at most half the tile [default: {upscale.DEFAULT_OVERLAP}].",
 )
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="Precision the model runs in (fp16 on CPU works, but slowly).",
-)
+@_dtype_option("Precision the model runs in (fp16 on CPU works, but slowly).")
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="[default: cuda, else mps, else cpu]"
 )
