@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import __version__, autoload, comfyui, upscale
+from .convert import DTYPES
 
 __all__ = ["main"]
 
@@ -209,7 +210,7 @@ SCALE = click.option(
 def _dtype_option(help_text: str) -> Callable[[FC], FC]:
     """`--dtype fp32|fp16|bf16` (default fp32), for the commands that take one."""
     return click.option(
-        "--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True, help=help_text
+        "--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True, help=help_text
     )
 
 
@@ -243,7 +244,7 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @SCALE
 def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force: bool, scale: int | None) -> None:
     """Write the FDAT checkpoint MODEL as a clean OUT.safetensors (configuration in its metadata)."""
-    from .convert import DTYPES, convert_checkpoint
+    from .convert import convert_checkpoint
 
     result = convert_checkpoint(model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale)
     _warn(result.warnings)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .arch import load_model
 from .channels import MODEL_CHANNELS, ChannelFit
+from .convert import DTYPES
 from .images import EXTENSIONS, FloatImage, image_format, read_image, write_image
 from .models import default_model_path
 from .tiling import count_tiles, upscale_tiled
@@ -35,7 +36,6 @@ from .tiling import count_tiles, upscale_tiled
 __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
-    "DTYPES",
     "Job",
     "Summary",
     "UpscaleError",
@@ -51,7 +51,6 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 """Overlap between neighbouring tiles, in input pixels."""
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
 
 
