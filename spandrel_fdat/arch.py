@@ -44,13 +44,16 @@ class FDATArch(Architecture[FDAT]):
 
     def load_with(self, state_dict: StateDict, *, scale: int | None = None) -> ImageModelDescriptor[FDAT]:
         """`load`, with the scale to use where the checkpoint does not store it."""
-        inference = infer_config(state_dict, scale=scale)
+        return self.load_inferred(state_dict, infer_config(state_dict, scale=scale))
+
+    def load_inferred(self, state_dict: StateDict, inference: Inference) -> ImageModelDescriptor[FDAT]:
+        """The descriptor of a state dict `infer_config` has read; warns as `load` does."""
         if inference.scale_guessed:
             warnings.warn(
                 f"this FDAT checkpoint does not record its scale; loaded as x{inference.config.scale}. "
                 f"Choose with spandrel_fdat.load_model(path, scale=N) or the environment variable {SCALE_ENV}=N.",
                 FDATScaleWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of `load` / `load_with`
             )
         descriptor = build_descriptor(state_dict, inference, self)
         non_finite = _non_finite(descriptor.model)
@@ -61,7 +64,7 @@ class FDATArch(Architecture[FDAT]):
                 f"FDAT checkpoint: {key}: expected finite weights, found {count} NaN/inf of {total}{more}; "
                 "loaded anyway, but the model's outputs will be NaN/inf",
                 FDATNonFiniteWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return descriptor
 

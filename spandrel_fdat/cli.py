@@ -209,9 +209,7 @@ SCALE = click.option(
 
 def _dtype_option(help_text: str) -> Callable[[FC], FC]:
     """`--dtype fp32|fp16|bf16` (default fp32), for the commands that take one."""
-    return click.option(
-        "--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True, help=help_text
-    )
+    return click.option("--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True, help=help_text)
 
 
 def _warn(messages: Sequence[str]) -> None:

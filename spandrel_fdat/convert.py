@@ -166,7 +166,12 @@ def read_stored_config(path: str | os.PathLike[str]) -> FDATConfig | None:
     None for files without it (other writers, .pth files). A stored value that is not a
     valid configuration raises FDATFileError naming the key.
     """
-    text = read_metadata(path).get(CONFIG_KEY)
+    return parse_stored_config(read_metadata(path), path)
+
+
+def parse_stored_config(metadata: Mapping[str, str], path: str | os.PathLike[str]) -> FDATConfig | None:
+    """`read_stored_config` of metadata already read from `path`."""
+    text = metadata.get(CONFIG_KEY)
     if text is None:
         return None
     try:
@@ -273,6 +278,7 @@ __all__ = [
     "VERSION_KEY",
     "ConvertResult",
     "convert_checkpoint",
+    "parse_stored_config",
     "read_metadata",
     "read_stored_config",
     "save_safetensors",

@@ -23,7 +23,7 @@ from spandrel import ImageModelDescriptor, UnsupportedModelError
 
 from .arch import ARCH_ID, FDATArch, _read_checkpoint, stored_scale
 from .config import FDATConfig
-from .convert import CONFIG_KEY, VERSION_KEY, read_metadata
+from .convert import CONFIG_KEY, VERSION_KEY, parse_stored_config, read_metadata
 from .errors import FDATCheckpointError, FDATFileError
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import FDAT
@@ -91,7 +91,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, scale: int | None = None) -
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             inference = infer_config(state_dict, scale=scale)
-            descriptor = FDATArch().load_with(state_dict, scale=scale)
+            descriptor = FDATArch().load_inferred(state_dict, inference)
     except FDATCheckpointError as err:
         raise FDATFileError(f"expected a loadable FDAT checkpoint, found a broken one ({err})", path=path) from err
     messages = tuple(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
@@ -135,17 +135,17 @@ def build_report(path: str | os.PathLike[str], *, scale: int | None = None) -> d
     dtypes = Counter(_dtype_name(v.dtype) for v in loaded.state_dict.values() if isinstance(v, torch.Tensor))
 
     stored_config: dict[str, Any] | None = None
-    stored_version = stored_matches = None
+    stored_matches: bool | None = None
     differences: dict[str, dict[str, Any]] = {}
     report_warnings = list(loaded.warnings)
     metadata = read_metadata(loaded.path)
     stored_version = metadata.get(VERSION_KEY)
-    if CONFIG_KEY in metadata:
-        try:
-            stored = FDATConfig.from_json(metadata[CONFIG_KEY])
-        except (ValueError, TypeError) as err:
-            report_warnings.append(f"metadata {CONFIG_KEY!r} is not a valid FDAT configuration ({err}); ignored")
-        else:
+    try:
+        stored = parse_stored_config(metadata, loaded.path)
+    except FDATFileError as err:
+        report_warnings.append(f"metadata {CONFIG_KEY!r} is not a valid FDAT configuration ({err.__cause__}); ignored")
+    else:
+        if stored is not None:
             stored_config = stored.to_kwargs()
             differences = config_differences(stored, config)
             stored_matches = not differences
