@@ -137,6 +137,18 @@ def peak_rss_mb(which: str, case: str, size: int, threads: int) -> float:
     return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
 
 
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's RSS (`VmRSS`) or peak RSS (`VmHWM`) in MB, from /proc/self/status.
+
+    Not `getrusage`'s ru_maxrss: on Linux it survives exec, so a child started from a large
+    parent would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
+
+
 def _peak_rss_child(which: str, case: str, size: int) -> None:
     ours, ref = build_pair(case)
     model = ours if which == "ours" else ref
@@ -144,9 +156,7 @@ def _peak_rss_child(which: str, case: str, size: int) -> None:
     x = torch.rand(1, 3, size, size)
     with torch.inference_mode():
         model(x)
-    # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss keeps the parent's peak (this script's, at 512x512)
-    status = Path("/proc/self/status").read_text()
-    print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024)  # kB
+    print(rss_mb("VmHWM"))
 
 
 def main() -> None:

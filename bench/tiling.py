@@ -4,10 +4,9 @@
     python bench/tiling.py --quick          # a 512x512 image and fewer settings, to try it out
     python bench/tiling.py --model X.pth    # another checkpoint
 
-The model is the bundled default (`spandrel_fdat.models.default_model_path()`) when it is
-installed; otherwise a network of the same configuration with seeded trained-like weights
-(`benchmark.trained_like_weights`). `--medium` adds an FDAT-medium x2 with trained-like weights
-for the default tile setting (its attention spans more blocks, so tiling changes it more).
+The model is the bundled default (`spandrel_fdat.models.default_model_path()`). `--medium` adds
+an FDAT-medium x2 with trained-like weights for the default tile setting (its attention spans
+more blocks, so tiling changes it more).
 
 1. Agreement: one 1024x1024 photograph (scikit-image's astronaut, mirrored into 2x2), upscaled
    untiled and with each tile/overlap setting, through `Upscaler.run_batch` (the CLI's tiled path).
@@ -37,7 +36,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchmark import trained_like_weights  # noqa: E402
+from benchmark import rss_mb, trained_like_weights  # noqa: E402
 
 from spandrel_fdat import FDAT, FDATConfig, load_model  # noqa: E402
 from spandrel_fdat.images import FloatImage, read_image, write_image  # noqa: E402
@@ -45,19 +44,6 @@ from spandrel_fdat.models import default_model_path  # noqa: E402
 from spandrel_fdat.tiling import axis_spans  # noqa: E402
 from spandrel_fdat.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler  # noqa: E402
 
-# the bundled default model's configuration (training/train.py), used with trained-like
-# weights while the trained file is not installed
-DEFAULT_LIKE = FDATConfig(
-    scale=2,
-    embed_dim=48,
-    num_groups=2,
-    depth_per_group=1,
-    num_heads=4,
-    window_size=8,
-    ffn_expansion_ratio=2.0,
-    upsampler_type="pixelshuffle",
-    mid_dim=48,
-)
 MEDIUM = FDATConfig(
     scale=2, embed_dim=120, num_groups=4, depth_per_group=3, num_heads=4, window_size=8, upsampler_type="pixelshuffle"
 )
@@ -65,14 +51,12 @@ MEDIUM = FDATConfig(
 
 def model_descriptor(name: str) -> tuple[Any, str]:
     """('default' | 'medium' | a path) -> (descriptor, description)."""
-    if name == "default" and default_model_path().is_file():
+    if name == "default":
         return load_model(default_model_path()), f"bundled default model ({default_model_path().name})"
-    if name in ("default", "medium"):
-        config = DEFAULT_LIKE if name == "default" else MEDIUM
-        network = FDAT.from_config(config)
+    if name == "medium":
+        network = FDAT.from_config(MEDIUM)
         trained_like_weights(network, seed=0)
-        label = "default model's configuration" if name == "default" else "FDAT-medium x2 pixelshuffle"
-        return load_model(network.state_dict()), f"{label}, trained-like weights (seed 0)"
+        return load_model(network.state_dict()), "FDAT-medium x2 pixelshuffle, trained-like weights (seed 0)"
     return load_model(name), name
 
 
@@ -126,12 +110,12 @@ def child(spec: dict[str, Any]) -> None:
         source, target = Path(folder) / "in.png", Path(folder) / "out.png"
         write_image(FloatImage(photograph(spec["size"]), None, 8), source)
         write_image(up.upscale(FloatImage(photograph(32), None, 8)), target)  # warm-up: lazy code and buffers
-        before = _rss_mb()
+        before = rss_mb()
         start = time.perf_counter()
         write_image(up.upscale(read_image(source)), target)
         seconds = time.perf_counter() - start
     grid = grid_text(spec["size"], up)
-    print(json.dumps({"before_mb": before, "peak_mb": _rss_mb("VmHWM"), "seconds": seconds, "grid": grid}))
+    print(json.dumps({"before_mb": before, "peak_mb": rss_mb("VmHWM"), "seconds": seconds, "grid": grid}))
 
 
 def grid_text(size: int, up: Upscaler) -> str:
@@ -139,18 +123,6 @@ def grid_text(size: int, up: Upscaler) -> str:
     spans = axis_spans(size, up.tile, up.overlap, up.align)
     side = spans[0][1] - spans[0][0]
     return f"{len(spans) ** 2} of {side}x{side}"
-
-
-def _rss_mb(field: str = "VmRSS") -> float:
-    """This process's RSS (`VmRSS`) or peak RSS (`VmHWM`) in MB.
-
-    Not `getrusage`'s ru_maxrss: on Linux it survives exec, so a child forked from a large
-    parent would report the parent's size.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def in_child(model: str, size: int, tile: int, overlap: int, threads: int) -> dict[str, Any]:
