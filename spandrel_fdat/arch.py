@@ -24,7 +24,7 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
-from .errors import FDATFileError, FDATNonFiniteWarning, FDATScaleWarning
+from .errors import FDATFileError, FDATNonFiniteWarning, FDATScaleWarning, one_line
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import FDAT
 
@@ -214,7 +214,7 @@ def _read_checkpoint(source: str | os.PathLike[str], device: str | torch.device)
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise FDATFileError(f"expected a readable file, found {err.strerror or _one_line(err)}", path=path) from err
+        raise FDATFileError(f"expected a readable file, found {err.strerror or one_line(err)}", path=path) from err
     if size == 0:
         raise FDATFileError(f"expected a {extension} checkpoint, found an empty file (0 bytes)", path=path)
     try:
@@ -223,7 +223,7 @@ def _read_checkpoint(source: str | os.PathLike[str], device: str | torch.device)
         if "forbidden" not in str(err):  # not spandrel's restricted unpickler at work: a corrupt pickle
             raise FDATFileError(_corrupt(extension, size, err), path=path) from err
         raise FDATFileError(
-            f"expected a pickle of tensors only, found code to run ({_one_line(err)}): refused, nothing in it was "
+            f"expected a pickle of tensors only, found code to run ({one_line(err)}): refused, nothing in it was "
             "run; the file is corrupt or malicious",
             path=path,
         ) from err
@@ -236,13 +236,8 @@ def _read_checkpoint(source: str | os.PathLike[str], device: str | torch.device)
 def _corrupt(extension: str, size: int, err: BaseException) -> str:
     return (
         f"expected a readable {extension} checkpoint (a state dict of tensors), found a truncated, corrupt "
-        f"or foreign file of {size} bytes ({type(err).__name__}: {_one_line(err)})"
+        f"or foreign file of {size} bytes ({type(err).__name__}: {one_line(err)})"
     )
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 __all__ = [

@@ -42,3 +42,9 @@ class FDATNonFiniteWarning(UserWarning):
 
     The message names the first such key.
     """
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line, at most 200 characters: for messages that quote it."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."

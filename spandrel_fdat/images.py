@@ -28,6 +28,8 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import Tensor
 
+from .errors import one_line
+
 __all__ = ["EXTENSIONS", "FloatImage", "ImageFileError", "image_format", "read_image", "write_image"]
 
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -100,7 +102,7 @@ def read_image(path: str | os.PathLike[str]) -> FloatImage:
         with path.open("rb") as f:
             head = f.read(32)
     except OSError as err:
-        raise ImageFileError(path, f"cannot read: {err.strerror or _one_line(err)}") from err
+        raise ImageFileError(path, f"cannot read: {err.strerror or one_line(err)}") from err
     try:
         if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and head[24] == 16:
             return _read_png16(path)
@@ -114,7 +116,7 @@ def read_image(path: str | os.PathLike[str]) -> FloatImage:
     except UnidentifiedImageError as err:
         raise ImageFileError(path, "not a PNG, JPEG, WebP or TIFF image, or a damaged one") from err
     except Exception as err:  # whatever the reader raised: one line naming the file
-        raise ImageFileError(path, f"cannot read this image ({type(err).__name__}: {_one_line(err)})") from err
+        raise ImageFileError(path, f"cannot read this image ({type(err).__name__}: {one_line(err)})") from err
 
 
 def _from_array(array: np.ndarray, max_value: float, icc: bytes | None, bit_depth: int) -> FloatImage:
@@ -237,9 +239,9 @@ def write_image(image: FloatImage, path: str | os.PathLike[str]) -> None:
                 _write_pillow(f, array, fmt, image.icc_profile)
         os.replace(temporary, path)
     except OSError as err:
-        raise ImageFileError(path, f"cannot write: {err.strerror or _one_line(err)}") from err
+        raise ImageFileError(path, f"cannot write: {err.strerror or one_line(err)}") from err
     except Exception as err:
-        raise ImageFileError(path, f"cannot write this image ({type(err).__name__}: {_one_line(err)})") from err
+        raise ImageFileError(path, f"cannot write this image ({type(err).__name__}: {one_line(err)})") from err
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -297,8 +299,3 @@ def _write_tiff16(f: Any, array: np.ndarray, icc: bytes | None) -> None:
         # InterColorProfile as an extra tag (type 7, UNDEFINED): older tifffile releases lack `iccprofile=`
         extratags=[(_TIFF_ICC_TAG, 7, len(icc), icc, True)] if icc else None,
     )
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 200 else text[:197] + "..."
