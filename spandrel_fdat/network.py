@@ -3,11 +3,19 @@
 The body keeps features as (B, H, W, C) between blocks: LayerNorm and Linear
 work on the last dim, and the depthwise convs see a channels-last view of the
 same memory, so no layout copies are made around them.
+
+CPU inference works through each block in bands of rows (`Band`): a band's
+intermediates stay in cache and the allocator reuses them, so time per pixel does
+not grow with the image. The two block parts that see the whole image (channel
+attention's Gram matrix, the AIM channel gate's mean) are summed over the bands
+first. Small images, graphs (tracing, export, compile), training and GPUs take
+the whole image as one band.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +24,10 @@ from torch.nn.init import trunc_normal_
 
 from .config import PRESETS, BlockType, FDATConfig, Layout, UpsamplerType
 from .upsamplers import build_upsampler
+
+# Feature pixels per band in CPU inference (`python bench/benchmark.py --bands` measures others).
+# Images of less than 1.5 times this many pixels are one band.
+BAND_PIXELS = 8192
 
 
 def _tracing() -> bool:
@@ -30,6 +42,52 @@ def _nchw(x: Tensor) -> Tensor:
 
 def _nhwc(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1)
+
+
+class Band(NamedTuple):
+    """Output rows [start, stop) of a block part, read from input rows [lo, hi): a one-row halo
+    for the 3x3 depthwise convolutions. `stop is None`: the whole image, not sliced."""
+
+    start: int = 0
+    stop: int | None = None
+    lo: int = 0
+    hi: int | None = None
+
+
+WHOLE = (Band(),)
+
+
+def row_bands(height: int, width: int, window_size: int, pixels: int) -> tuple[Band, ...]:
+    """About height * width / pixels bands of equal height, each a multiple of the window size (but the last)."""
+    count = round(height * width / pixels) if pixels > 0 else 1
+    if count <= 1:
+        return WHOLE
+    rows = -(-height // count)  # ceil
+    rows = -(-rows // window_size) * window_size  # to whole windows
+    if rows >= height:
+        return WHOLE
+    starts = range(0, height, rows)
+    return tuple(Band(s, min(s + rows, height), max(s - 1, 0), min(s + rows + 1, height)) for s in starts)
+
+
+def _rows(x: Tensor, band: Band) -> Tensor:
+    """The band's output rows of a full (B, H, W, C) tensor."""
+    return x if band.stop is None else x[:, band.start : band.stop]
+
+
+def _halo(x: Tensor, band: Band) -> Tensor:
+    """The rows a band reads, halo included."""
+    return x if band.hi is None else x[:, band.lo : band.hi]
+
+
+def _core(t: Tensor, band: Band) -> Tensor:
+    """The output rows of a tensor computed on the band's halo rows."""
+    return t if band.stop is None else t[:, band.start - band.lo : band.stop - band.lo]
+
+
+def _into(out: Tensor | None, band: Band) -> Tensor | None:
+    """Where a band's result goes: its rows of `out`, or a new tensor."""
+    return None if out is None else _rows(out, band)
 
 
 class SpatialWindowAttention(nn.Module):
@@ -73,7 +131,11 @@ class SpatialWindowAttention(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """Attention across channels (per head): L2-normalised q, k over pixels, scaled by `temp`."""
+    """Attention across channels (per head): L2-normalised q, k over pixels, scaled by `temp`.
+
+    It needs two sums over all pixels (`statistics`), which band-wise inference adds up
+    before it applies the attention (`attend`) band by band.
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -82,36 +144,53 @@ class ChannelAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, h, w, c = x.shape
+    def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
+        norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
+        b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
-        pixels = x.reshape(b, h * w, c)
-        w_qk, w_v = self.qkv.weight.split(2 * c)  # v is never formed: see `mixed` below
-        qk = F.linear(pixels, w_qk)  # (B, HW, 2C)
-        q, k = qk.split(c, dim=-1)  # strided (B, HW, C) views
-        # normalize(q)^T normalize(k) per head = the Gram matrix over the norms' outer product
-        norms = torch.linalg.vector_norm(qk, dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
-        if q.dtype == torch.float16:  # an unnormalised Gram matrix over many pixels overflows fp16
-            q, k = q / norms[..., :c], k / norms[..., c:]
-        qt = q.view(b, h * w, nh, hd).permute(0, 2, 3, 1)  # (B, heads, hd, HW)
-        gram = qt @ k.view(b, h * w, nh, hd).transpose(1, 2)  # (B, heads, hd, hd)
-        del qk, q, k, qt
-        if gram.dtype != torch.float16:
-            gram = gram / (norms[..., :c].view(b, nh, hd, 1) * norms[..., c:].view(b, nh, 1, hd))
-        attn = (gram * self.temp).softmax(dim=-1)
-        # proj(attn @ v) = v @ M + b with M = A @ Wp^T, A block-diagonal with A[h][j, i] = attn[h, i, j]:
-        # M's rows of head h are attn[h]^T @ (Wp^T rows of head h). With v = x @ Wv^T,
-        # that is x @ (Wv^T @ M) + b: one (HW, C) x (C, C) GEMM, and no v.
-        mixed = w_v.t() @ (attn.transpose(-1, -2) @ self.proj.weight.t().view(nh, hd, c)).reshape(b, c, c)
+        qk = F.linear(y.reshape(b, -1, c), self.qkv.weight[: 2 * c])  # (B, N, 2C)
+        qk = qk.to(torch.promote_types(qk.dtype, torch.float32))
+        n = qk.shape[1]
+        q, k = qk.split(c, dim=-1)  # strided (B, N, C) views
+        gram = q.view(b, n, nh, hd).permute(0, 2, 3, 1) @ k.view(b, n, nh, hd).transpose(1, 2)
+        return gram, (qk * qk).sum(1)
+
+    def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
+        """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
+
+        normalize(q)^T normalize(k) per head is the Gram matrix over the norms' outer product.
+        proj(attn @ v) = v @ A @ Wp^T + b with A block-diagonal, A[h][j, i] = attn[h, i, j], and
+        v = y @ Wv^T: so M = Wv^T @ A @ Wp^T, and v is never formed.
+        """
+        b, nh, hd, _ = gram.shape
+        c = nh * hd
+        norms = squares.sqrt().clamp_min(1e-12)  # F.normalize's eps
+        gram = gram / (norms[:, :c].reshape(b, nh, hd, 1) * norms[:, c:].reshape(b, nh, 1, hd))
+        attn = (gram * self.temp.to(gram.dtype)).softmax(dim=-1)
+        w_v, w_p = self.qkv.weight[2 * c :].to(gram.dtype), self.proj.weight.to(gram.dtype)
+        heads = attn.transpose(-1, -2) @ w_p.t().view(nh, hd, c)  # (B, heads, hd, C): M's rows by head
+        return (w_v.t() @ heads.reshape(b, c, c)).to(self.qkv.weight.dtype)
+
+    def attend(self, y: Tensor, mixing: Tensor) -> Tensor:
+        """The attention output for the pixels of y (B, H, W, C)."""
+        b, h, w, c = y.shape
         if b == 1 and not _tracing():  # the batch is symbolic in exported graphs
-            out = torch.addmm(self.proj.bias, pixels[0], mixed[0]).unsqueeze(0)
+            out = torch.addmm(self.proj.bias, y.reshape(h * w, c), mixing[0])
         else:
-            out = torch.baddbmm(self.proj.bias, pixels, mixed)
+            out = torch.baddbmm(self.proj.bias, y.reshape(b, h * w, c), mixing)
         return out.view(b, h, w, c)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.attend(y, self.mixing(*self.statistics(y)))
 
 
 class AIM(nn.Module):
-    """Adaptive interaction: gates the attention and conv branches by each other."""
+    """Adaptive interaction: gates the attention and conv branches by each other.
+
+    A spatial block gates its attention's channels by the conv branch's mean (`channel_gate`);
+    a channel block gates its conv branch's pixels by the attention (`spatial_gate`).
+    """
 
     def __init__(self, dim: int, reduced_dim: int) -> None:
         super().__init__()
@@ -124,10 +203,14 @@ class AIM(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, attn: Tensor, conv: Tensor, block_type: BlockType) -> Tensor:
-        if block_type == "spatial":  # the conv branch gates the channels of the attention
-            return torch.addcmul(conv, attn, _nhwc(self.cg(_nchw(conv))))
-        return torch.addcmul(attn, conv, _nhwc(self.sg(_nchw(attn))))  # the attention gates the conv pixels
+    def channel_gate(self, mean: Tensor) -> Tensor:
+        """(B, C) mean of the conv branch -> (B, 1, 1, C) gate (cg without its pooling)."""
+        b, c = mean.shape
+        return self.cg[1:](mean.view(b, c, 1, 1)).view(b, 1, 1, c)
+
+    def spatial_gate(self, attn: Tensor) -> Tensor:
+        """(B, H, W, C) attention output -> (B, H, W, 1) gate."""
+        return _nhwc(self.sg(_nchw(attn)))
 
 
 class FFN(nn.Module):
@@ -139,15 +222,23 @@ class FFN(nn.Module):
         self.smix = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim, bias=False)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=False)
 
-    def forward(self, x: Tensor, norm: nn.Module) -> Tensor:
-        """x + FFN(norm(x)), the addition done inside the fc2 GEMM.
+    def forward(self, x: Tensor, norm: nn.Module, bands: Sequence[Band] = WHOLE, out: Tensor | None = None) -> Tensor:
+        """x + FFN(norm(x)), the addition done inside the fc2 GEMM; into `out` band by band if given.
 
-        Taking `norm` rather than its output lets the normalised copy go as soon as fc1 has read it.
+        Taking `norm` rather than its output lets the normalised rows go as soon as fc1 has read them.
         """
-        hidden = F.gelu(self.fc1(norm(x)))
-        hidden = _nhwc(self.smix(_nchw(hidden)))
-        flat = torch.addmm(x.reshape(-1, x.shape[-1]), hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t())
-        return flat.view(x.shape)
+        c = x.shape[-1]
+        for band in bands:
+            hidden = F.gelu(self.fc1(norm(_halo(x, band))))
+            hidden = _core(_nhwc(self.smix(_nchw(hidden))), band)
+            rows, dst = _rows(x, band), _into(out, band)
+            flat = torch.addmm(
+                rows.reshape(-1, c),
+                hidden.reshape(-1, hidden.shape[-1]),
+                self.fc2.weight.t(),
+                out=None if dst is None else dst.view(-1, c),
+            )
+        return flat.view(x.shape) if out is None else out
 
 
 class FDATBlock(nn.Module):
@@ -167,11 +258,50 @@ class FDATBlock(nn.Module):
         self.inter = AIM(e, config.aim_dim)
         self.ffn = FFN(e, config.ffn_hidden_dim)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C)
-        y = self.n1(x)
-        x = x + self.inter(self.attn(y), _nhwc(self.conv(_nchw(y))), self.block_type)
-        del y  # as large as x: gone before the FFN's peak
-        return self.ffn(x, norm=self.n2)
+    def forward(
+        self, x: Tensor, bands: Sequence[Band] = WHOLE, mid: Tensor | None = None, out: Tensor | None = None
+    ) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C). With several bands, batch 1 and buffers `mid`, `out` like x
+        (`mid` not x; `out` may be x): computed band by band into them, and `out` returned."""
+        mixed = self._spatial(x, bands, mid) if self.block_type == "spatial" else self._channel(x, bands, mid)
+        return self.ffn(mixed, self.n2, bands, out)
+
+    def _conv_branch(self, y: Tensor, band: Band) -> Tensor:
+        """GELU(depthwise conv) of the band's normalised halo rows, for its output rows."""
+        return self.conv[1](_core(_nhwc(self.conv[0](_nchw(y))), band))
+
+    def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
+        """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
+        b, h, w, c = x.shape
+        parts, total = [], x.new_zeros(b, c, dtype=torch.promote_types(x.dtype, torch.float32))
+        for band in bands:
+            y = self.n1(_halo(x, band))
+            conv = self._conv_branch(y, band)
+            total += conv.sum((1, 2), dtype=total.dtype)  # a sum over many pixels overflows fp16
+            parts.append(torch.add(_rows(x, band), conv, out=_into(mid, band)))
+            del conv
+        gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
+        for band, part in zip(bands, parts, strict=True):
+            # one band: its normalised rows are still at hand
+            part.addcmul_(self.attn(y if len(bands) == 1 else self.n1(_rows(x, band))), gate)
+        return parts[0] if mid is None else mid
+
+    def _channel(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
+        """x + attn + conv * spatial_gate(attn): the attention needs every band's statistics first."""
+        attention = self.attn
+        assert isinstance(attention, ChannelAttention)
+        whole = self.n1(x) if len(bands) == 1 else None  # one band: normalised once, used twice
+        gram, squares = attention.statistics(whole if whole is not None else self.n1(_rows(x, bands[0])))
+        for band in bands[1:]:
+            g, s = attention.statistics(self.n1(_rows(x, band)))
+            gram, squares = gram + g, squares + s
+        mixing = attention.mixing(gram, squares)
+        for band in bands:
+            y = whole if whole is not None else self.n1(_halo(x, band))
+            attn = attention.attend(_core(y, band), mixing)
+            part = torch.add(_rows(x, band), attn, out=_into(mid, band))
+            part.addcmul_(self._conv_branch(y, band), self.inter.spatial_gate(attn))
+        return part if mid is None else mid
 
 
 class ResidualGroup(nn.Module):
@@ -181,11 +311,14 @@ class ResidualGroup(nn.Module):
         e = config.embed_dim
         self.conv = nn.Conv2d(e, e, 3, 1, 1, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W), channels-last memory
+    def forward(self, x: Tensor, bands: Sequence[Band] = WHOLE, buffers: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """(B, C, H, W) in channels-last memory -> the same. With several bands, `buffers` are two
+        (B, H, W, C) tensors like `_nhwc(x)` that the blocks write through."""
         t = _nhwc(x)
+        mid, out = (None, None) if buffers is None else buffers
         for block in self.blocks:
-            t = block(t)
-        return self.conv(_nchw(t)) + x
+            t = block(t, bands, mid, out)  # from the second block on, t is out
+        return self.conv(_nchw(t)).add_(x)
 
 
 def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -210,6 +343,10 @@ class FDAT(nn.Module):
     Keyword arguments are those of spandrel 0.4.2's FDAT plus `layout`,
     `meta_version` and `norm_eps` (see `FDATConfig`). `drop_path_rate` is
     accepted for compatibility and ignored: this module is for inference.
+
+    `band_pixels`: CPU inference without grad runs the body in bands of about this
+    many feature pixels (see `Band`); 0 runs every image as one band. Results agree
+    to float rounding either way.
     """
 
     def __init__(
@@ -270,6 +407,7 @@ class FDAT(nn.Module):
         self.groups = nn.Sequential(*[ResidualGroup(config) for _ in range(config.num_groups)])
         self.conv_after = nn.Conv2d(e, e, 3, 1, 1, bias=False)
         self.upsampler = build_upsampler(config)
+        self.band_pixels = BAND_PIXELS
         self.apply(_init_weights)
 
     @classmethod
@@ -281,19 +419,42 @@ class FDAT(nn.Module):
         if x.ndim != 4 or x.shape[1] != c.num_in_ch or 0 in x.shape:
             raise ValueError(f"FDAT expects a (batch, {c.num_in_ch}, height, width) image tensor, got {list(x.shape)}")
         h, w = x.shape[-2:]
+        bands = self.bands_for(x)
+        if len(bands) > 1 and x.shape[0] > 1:  # bands hold one image
+            return torch.cat([self(image) for image in x.split(1)])
         if c.layout == "lhan":
             x = x * c.img_range
         if c.unshuffle_mod:
             x = _pad_to_multiple(x, c.unshuffle_factor)
         x = x.contiguous(memory_format=torch.channels_last)
         shallow = self.conv_first(x)
-        deep = self.conv_after(self.groups(shallow))
+        deep, buffers = shallow, None
+        if len(bands) > 1:  # allocated once: a fresh large tensor is fresh pages to fault in
+            buffers = (torch.empty_like(_nhwc(shallow)), torch.empty_like(_nhwc(shallow)))
+        for group in self.groups:
+            deep = group(deep, bands, buffers)
+        del buffers
+        deep = self.conv_after(deep)
         out = self.upsampler(deep + shallow)
         if c.unshuffle_mod:
             out = out[..., : h * c.scale, : w * c.scale]
         if c.layout == "lhan":
             out = out / c.img_range
         return out.contiguous()
+
+    def bands_for(self, x: Tensor) -> tuple[Band, ...]:
+        """The body's bands for input x: several only for CPU inference of large images, outside graphs."""
+        if (
+            not self.band_pixels
+            or x.device.type != "cpu"
+            or torch.is_grad_enabled()
+            or _tracing()
+            or torch.compiler.is_compiling()
+        ):
+            return WHOLE
+        u = self.config.unshuffle_factor if self.config.unshuffle_mod else 1
+        h, w = -(-x.shape[-2] // u), -(-x.shape[-1] // u)  # the features' size
+        return row_bands(h, w, self.config.window_size, self.band_pixels)
 
 
 def _init_weights(m: nn.Module) -> None:

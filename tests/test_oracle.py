@@ -219,6 +219,17 @@ def test_outputs_match_reference(case: Case, size: tuple[int, int]) -> None:
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_banded_outputs_match_reference(case: Case) -> None:
+    """CPU inference runs a large image's body in bands of rows: forced here, as many as there can be."""
+    size = (21, 19)  # unshuffle x1 leaves 6 x 5 features: two bands of the 4-pixel window
+    model = copy.deepcopy(case.loaded.model).double()
+    model.band_pixels = 1
+    x = case.x(size)
+    with torch.inference_mode():
+        assert len(model.bands_for(x)) > 1
+    torch.testing.assert_close(run(model, x), case.reference_output(size), rtol=1e-5, atol=1e-5)
+
+
 def test_float32_outputs_match_reference(case: Case) -> None:
     x = case.x(SIZES[0], torch.float32)
     ref = run(case.reference, x)
