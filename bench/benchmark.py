@@ -2,6 +2,7 @@
 
     python bench/benchmark.py               # the table, linear-scaling check, peak memory, plot
     python bench/benchmark.py --quick       # fewer repeats, no plot
+    python bench/benchmark.py --bands       # ours at other band sizes (FDAT.band_pixels)
 
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
 with `--threads` threads (2: this project's machines). Peak memory is the peak RSS
@@ -165,6 +166,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="3 repeats, no scaling sweep or plot")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--bands", action="store_true", help="time ours at several band sizes instead")
     p.add_argument("--peak-rss", choices=["ours", "ref"], help=argparse.SUPPRESS)
     p.add_argument("--case", default="medium x2 transpose+conv", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
@@ -172,6 +174,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.peak_rss:
         _peak_rss_child(args.peak_rss, args.case, args.size)
+        return
+    if args.bands:
+        _band_sizes(args.threads, args.repeats, args.out)
         return
     lines: list[str] = []
 
@@ -227,6 +232,34 @@ def main() -> None:
     (args.out / "cpu.json").write_text(json.dumps(results, indent=2))
     (args.out / "cpu.md").write_text("\n".join([*lines, "", f"`python bench/benchmark.py --repeats {repeats}`", ""]))
     _plot(per_px, case, machine, args.out / "time_per_pixel.png")
+
+
+def _band_sizes(threads: int, repeats: int, out: Path) -> None:
+    """Ours at several `band_pixels` (0: the whole image as one band), alternating, medians."""
+    case = "medium x2 transpose+conv"
+    ours, _ = build_pair(case)
+    choices = [0, 2048, 4096, 8192, 16384, 32768]
+    lines = [f"# Band sizes, {case}, {threads} threads, torch {torch.__version__}", ""]
+    lines += ["| size | " + " | ".join(f"{p or 'whole'} s" for p in choices) + " |", "|---" * (len(choices) + 1) + "|"]
+    print("\n".join(lines), flush=True)
+    with torch.inference_mode():
+        for size in (128, 256, 512):
+            x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+            times: dict[int, list[float]] = {p: [] for p in choices}
+            for i in range(max(2, repeats // 2) + 1):
+                for p in choices:
+                    ours.band_pixels = p
+                    start = time.perf_counter()
+                    ours(x)
+                    if i:  # the first round warms up
+                        times[p].append(time.perf_counter() - start)
+            line = f"| {size} | " + " | ".join(f"{statistics.median(times[p]):.3f}" for p in choices) + " |"
+            print(line, flush=True)
+            lines.append(line)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bands.md").write_text(
+        "\n".join([*lines, "", f"`python bench/benchmark.py --bands --repeats {repeats}`", ""])
+    )
 
 
 def _plot(per_px: dict[int, tuple[float, float]], case: str, machine: str, path: Path) -> None:
