@@ -275,17 +275,16 @@ class FDATBlock(nn.Module):
     def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
         """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
         b, h, w, c = x.shape
+        whole = self.n1(x) if len(bands) == 1 else None  # one band: normalised once, used twice
         parts, total = [], x.new_zeros(b, c, dtype=torch.promote_types(x.dtype, torch.float32))
         for band in bands:
-            y = self.n1(_halo(x, band))
-            conv = self._conv_branch(y, band)
+            conv = self._conv_branch(whole if whole is not None else self.n1(_halo(x, band)), band)
             total += conv.sum((1, 2), dtype=total.dtype)  # a sum over many pixels overflows fp16
             parts.append(torch.add(_rows(x, band), conv, out=_into(mid, band)))
             del conv
         gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
         for band, part in zip(bands, parts, strict=True):
-            # one band: its normalised rows are still at hand
-            part.addcmul_(self.attn(y if len(bands) == 1 else self.n1(_rows(x, band))), gate)
+            part.addcmul_(self.attn(whole if whole is not None else self.n1(_rows(x, band))), gate)
         return parts[0] if mid is None else mid
 
     def _channel(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
