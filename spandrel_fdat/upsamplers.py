@@ -161,6 +161,41 @@ class PixelAttention(nn.Module):
         return x * self.conv(x)
 
 
+def _phase_folds(factor: int, like: Tensor) -> list[tuple[int, int | None, Tensor]]:
+    """Along one axis, per output phase p (output row factor * i + p): the rows of the 1-padded
+    input it reads, as slice bounds, and the (taps, 3) matrix that sums the 3 kernel rows
+    landing on the same input row."""
+    folds = []
+    for p in range(factor):
+        rows = [(p + d) // factor for d in (-1, 0, 1)]  # input row, relative to i, of each kernel row
+        fold = like.new_zeros(rows[2] - rows[0] + 1, 3)
+        for d, r in enumerate(rows):
+            fold[r - rows[0], d] = 1
+        folds.append((1 + rows[0], None if rows[2] == 1 else rows[2] - 1, fold))
+    return folds
+
+
+def nearest_conv(x: Tensor, factor: int, conv: nn.Conv2d) -> Tensor:
+    """conv(nearest upsampling of x by factor) for a 3x3 conv with padding 1, computed on x.
+
+    Each output phase (py, px) is x convolved with a smaller kernel, the sum of the 3x3 taps
+    that fall on the same input pixel: at x2, 4 taps per output pixel instead of 9.
+    Returns a channels-last (B, C_out, factor * H, factor * W) tensor.
+    """
+    b, _, h, w = x.shape
+    weight = conv.weight.to(torch.promote_types(x.dtype, torch.float32))  # fold in at least fp32
+    padded = F.pad(x, (1, 1, 1, 1))
+    folds = _phase_folds(factor, weight)
+    # The output in channels-last memory, (B, H, py, W, px, C_out): each phase writes its pixels.
+    out = x.new_empty(b, h, factor, w, factor, conv.out_channels)
+    for py, (top, bottom, fold_y) in enumerate(folds):
+        for px, (left, right, fold_x) in enumerate(folds):
+            kernel = (fold_y @ weight @ fold_x.t()).to(x.dtype)  # (C_out, C_in, taps_y, taps_x)
+            phase = F.conv2d(padded[:, :, top:bottom, left:right], kernel, conv.bias)
+            out[:, :, py, :, px].copy_(phase.permute(0, 2, 3, 1))
+    return out.view(b, h * factor, w * factor, -1).permute(0, 3, 1, 2)
+
+
 def _stages(scale: int) -> list[int]:
     """Per-stage factors of the staged upsamplers: x3 in one stage, 2^n in n stages of x2."""
     return [3] if scale == 3 else [2] * int(math.log2(scale))
@@ -209,6 +244,25 @@ class UniUpsample(nn.Sequential):
         super().__init__(*m)
         self.register_buffer("MetaUpsample", torch.tensor(c.meta_upsample(), dtype=torch.uint8))
 
+    def forward(self, x: Tensor) -> Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Upsample):
+                # Nearest upsampling commutes with the LeakyReLU after it: that runs first, on
+                # fewer pixels, and the upsampling folds into the next conv (`nearest_conv`).
+                i += 1
+                while isinstance(layers[i], nn.LeakyReLU):
+                    x, i = layers[i](x), i + 1
+                conv = layers[i]
+                assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
+                x = nearest_conv(x, int(layer.scale_factor), conv)
+            else:
+                x = layer(x)
+            i += 1
+        return x
+
 
 class LHANUpsample(nn.Module):
     """LHAN's own upsamplers (June 2025 trainer): pixelshuffle, nearest_conv, transpose_conv."""
@@ -239,7 +293,9 @@ class LHANUpsample(nn.Module):
             return self.conv_post(self.shuffle(self.conv_pre(x)))
         if self.kind == "nearest+conv":
             if self.scale > 1:
-                x = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+                conv = self.conv[0]
+                assert isinstance(conv, nn.Conv2d)
+                return self.conv[1:](nearest_conv(x, self.scale, conv))
             return self.conv(x)
         return self.refine(self.up(x))
 

@@ -60,7 +60,11 @@ def test_export_rejects_other_models(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(upsampler_type="pixelshuffle", scale=2), dict(upsampler_type="dysample", scale=2, unshuffle_mod=True)],
+    [
+        dict(upsampler_type="pixelshuffle", scale=2),
+        dict(upsampler_type="dysample", scale=2, unshuffle_mod=True),
+        dict(upsampler_type="nearest+conv", scale=2),  # upsamplers.nearest_conv: conv on each output phase
+    ],
     ids=_id,
 )
 def test_torch_compile_has_no_graph_breaks_and_same_output(kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,68 @@
+"""upsamplers.nearest_conv: a 3x3 conv after nearest upsampling, computed at the low resolution.
+
+nearest+conv, pa_up and LHAN's nearest_conv run through it; the oracle tests compare
+those layouts with spandrel's class. Here the fold itself is compared with upsampling
+and convolving, over factors, sizes and channel counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from spandrel_fdat.upsamplers import nearest_conv
+from tests.test_properties import PROPERTY_SETTINGS
+
+
+@settings(max_examples=150, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
+@given(
+    factor=st.integers(1, 5),
+    batch=st.integers(1, 2),
+    c_in=st.integers(1, 6),
+    c_out=st.integers(1, 6),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    bias=st.booleans(),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_nearest_conv_is_upsample_then_conv(
+    factor: int,
+    batch: int,
+    c_in: int,
+    c_out: int,
+    height: int,
+    width: int,
+    bias: bool,
+    channels_last: bool,
+    seed: int,
+) -> None:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias).double()
+    x = torch.randn(batch, c_in, height, width, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = conv(F.interpolate(x, scale_factor=factor, mode="nearest"))
+        got = nearest_conv(x, factor, conv)
+    assert got.shape == expected.shape
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nearest_conv_low_precision(dtype: torch.dtype) -> None:
+    """In fp16/bf16 the fold is as close to the fp32 result as upsampling then convolving in that dtype."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, 3, 1, 1)
+    x = torch.randn(1, 16, 12, 10)
+    with torch.no_grad():
+        exact = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        low, x_low = conv.to(dtype), x.to(dtype)
+        plain = low(F.interpolate(x_low, scale_factor=2, mode="nearest")).float()
+        folded = nearest_conv(x_low, 2, low).float()
+    assert (folded - exact).abs().max() <= 1.5 * (plain - exact).abs().max()
