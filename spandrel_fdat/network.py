@@ -36,6 +36,14 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def _gelu(x: Tensor) -> Tensor:
+    """GELU of a fresh tensor nothing else reads: in place outside autograd and traced graphs,
+    which saves a feature-sized allocation."""
+    if torch.is_grad_enabled() or _tracing():
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
+
+
 def _nchw(x: Tensor) -> Tensor:
     """(B, H, W, C) -> a (B, C, H, W) view in channels-last memory."""
     return x.permute(0, 3, 1, 2)
@@ -231,7 +239,7 @@ class FFN(nn.Module):
         """
         c = x.shape[-1]
         for band in bands:
-            hidden = F.gelu(self.fc1(norm(_halo(x, band))))
+            hidden = _gelu(self.fc1(norm(_halo(x, band))))
             hidden = _core(_nhwc(self.smix(_nchw(hidden))), band)
             rows, dst = _rows(x, band), _into(out, band)
             flat = torch.addmm(
@@ -270,7 +278,7 @@ class FDATBlock(nn.Module):
 
     def _conv_branch(self, y: Tensor, band: Band) -> Tensor:
         """GELU(depthwise conv) of the band's normalised halo rows, for its output rows."""
-        return self.conv[1](_core(_nhwc(self.conv[0](_nchw(y))), band))
+        return _gelu(_core(_nhwc(self.conv[0](_nchw(y))), band))  # conv[1] is that GELU
 
     def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
         """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
