@@ -234,20 +234,21 @@ class FFN(nn.Module):
 
     def forward(self, x: Tensor, norm: nn.Module, bands: Sequence[Band] = WHOLE, out: Tensor | None = None) -> Tensor:
         """x + FFN(norm(x)), the addition done inside the fc2 GEMM; into `out` band by band if given.
+        In one-band inference without `out`, x itself (the block's own intermediate) is overwritten.
 
         Taking `norm` rather than its output lets the normalised rows go as soon as fc1 has read them.
         """
         c = x.shape[-1]
+        in_place = out is None and len(bands) == 1 and not torch.is_grad_enabled() and not _tracing()
         for band in bands:
             hidden = _gelu(self.fc1(norm(_halo(x, band))))
             hidden = _core(_nhwc(self.smix(_nchw(hidden))), band)
-            rows, dst = _rows(x, band), _into(out, band)
-            flat = torch.addmm(
-                rows.reshape(-1, c),
-                hidden.reshape(-1, hidden.shape[-1]),
-                self.fc2.weight.t(),
-                out=None if dst is None else dst.view(-1, c),
-            )
+            rows, dst = _rows(x, band).reshape(-1, c), _into(out, band)
+            hidden = hidden.reshape(-1, hidden.shape[-1])
+            if in_place:
+                flat = rows.addmm_(hidden, self.fc2.weight.t())
+            else:
+                flat = torch.addmm(rows, hidden, self.fc2.weight.t(), out=None if dst is None else dst.view(-1, c))
         return flat.view(x.shape) if out is None else out
 
 
@@ -288,7 +289,8 @@ class FDATBlock(nn.Module):
         for band in bands:
             conv = self._conv_branch(whole if whole is not None else self.n1(_halo(x, band)), band)
             total += conv.sum((1, 2), dtype=total.dtype)  # a sum over many pixels overflows fp16
-            parts.append(torch.add(_rows(x, band), conv, out=_into(mid, band)))
+            rows = _rows(x, band)
+            parts.append(conv.add_(rows) if mid is None else torch.add(rows, conv, out=_rows(mid, band)))
             del conv
         gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
         for band, part in zip(bands, parts, strict=True):
