@@ -5,7 +5,8 @@
     python bench/benchmark.py --bands       # ours at other band sizes (FDAT.band_pixels)
 
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
-with `--threads` threads (2: this project's machines). Peak memory is the peak RSS
+with `--threads` threads (2: this project's machines); "paired ratios" is the range of
+each reference run's time over the next run of ours, which shows how much the machine drifted. Peak memory is the peak RSS
 of a fresh process that builds one model and runs one 512x512 image.
 """
 
@@ -103,9 +104,12 @@ def time_pair(ours: torch.nn.Module, ref: torch.nn.Module, size: int, repeats: i
             start = time.perf_counter()
             ours(x)
             t_ours.append(time.perf_counter() - start)
+    paired = sorted(r / o for r, o in zip(t_ref, t_ours, strict=True))  # each run against its neighbour
     return {
         "ours_s": statistics.median(t_ours),
         "ref_s": statistics.median(t_ref),
+        "paired_ratio_min": paired[0],
+        "paired_ratio_max": paired[-1],
         "max_abs_diff": (a - b).abs().max().item(),
         "out_max_abs": b.abs().max().item(),
     }
@@ -115,10 +119,43 @@ def gflop(model: torch.nn.Module, size: int) -> float:
     """Floating-point operations of one forward pass (matrix products, convolutions, attention), in GFLOP."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    def addmm_flop(_: Any, a: tuple[int, int], b: tuple[int, int], *args: Any, **kwargs: Any) -> int:
+        return 2 * a[0] * a[1] * b[1]
+
+    # In-place addmm_ (ours, one-band inference) is not in the counter's table.
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flop})
     with torch.inference_mode(), counter:
         model(torch.rand(1, 3, size, size))  # the cases are RGB models
     return counter.get_total_flops() / 1e9
+
+
+def machine_rates(repeats: int = 9) -> dict[str, float]:
+    """This machine's fp32 GFLOP/s now: a 2048^3 GEMM, medium's fc1 GEMM and group conv at 128x128.
+
+    The limit to hold the cases' GFLOP/s against: what the matrix products alone reach.
+    """
+    import torch.nn.functional as F
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    x, w = torch.randn(128 * 128, 120), torch.randn(120, 240)
+    img = torch.randn(1, 120, 128, 128).contiguous(memory_format=torch.channels_last)
+    kernel = torch.randn(120, 120, 3, 3)
+    work = {
+        "gemm 2048^3": (lambda: a @ b, 2 * 2048**3),
+        "fc1 16384x120x240": (lambda: x @ w, 2 * 16384 * 120 * 240),
+        "conv3x3 120ch 128^2": (lambda: F.conv2d(img, kernel, padding=1), 2 * 128 * 128 * 120 * 120 * 9),
+    }
+    rates = {}
+    with torch.inference_mode():
+        for name, (fn, flop) in work.items():
+            fn()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            rates[name] = flop / statistics.median(times) / 1e9
+    return rates
 
 
 def peak_rss_mb(which: str, case: str, size: int, threads: int) -> float:
@@ -188,10 +225,10 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     report(f"# CPU benchmark ({machine})\n")
     report(
-        "| config | size | reference s | ours s | ratio | target | max abs diff | output max "
+        "| config | size | reference s | ours s | ratio | paired ratios | target | max abs diff | output max "
         "| GFLOP ref / ours | GFLOP/s ref / ours |"
     )
-    report("|---|---|---|---|---|---|---|---|---|---|")
+    report("|---|---|---|---|---|---|---|---|---|---|---|")
     results: dict[str, Any] = {"machine": machine, "cases": {}}
     for case, (_, _, size) in CASES.items():
         ours, ref = build_pair(case)
@@ -200,10 +237,14 @@ def main() -> None:
         flops = {"ref": gflop(ref, size), "ours": gflop(ours, size)}
         results["cases"][case] = {**r, "size": size, "ratio": ratio, "gflop": flops}
         report(
-            f"| {case} | {size} | {r['ref_s']:.3f} | {r['ours_s']:.3f} | {ratio:.2f} | {TARGETS[case]} "
+            f"| {case} | {size} | {r['ref_s']:.3f} | {r['ours_s']:.3f} | {ratio:.2f} "
+            f"| {r['paired_ratio_min']:.2f} to {r['paired_ratio_max']:.2f} | {TARGETS[case]} "
             f"| {r['max_abs_diff']:.1e} | {r['out_max_abs']:.2f} | {flops['ref']:.1f} / {flops['ours']:.1f} "
             f"| {flops['ref'] / r['ref_s']:.0f} / {flops['ours'] / r['ours_s']:.0f} |"
         )
+    rates = machine_rates()
+    results["machine_gflops"] = rates
+    report("\nfp32 GFLOP/s of this machine now: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     if args.quick:
         return
 
