@@ -6,8 +6,9 @@
 
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
 with `--threads` threads (2: this project's machines); "paired ratios" is the range of
-each reference run's time over the next run of ours, which shows how much the machine drifted. Peak memory is the peak RSS
-of a fresh process that builds one model and runs one 512x512 image.
+each reference run's time over the next run of ours, which shows how much the machine
+drifted. Peak memory is the peak RSS of a fresh process that builds one model and runs
+one 512x512 image.
 """
 
 from __future__ import annotations

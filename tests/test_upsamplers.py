@@ -66,3 +66,20 @@ def test_nearest_conv_low_precision(dtype: torch.dtype) -> None:
         plain = low(F.interpolate(x_low, scale_factor=2, mode="nearest")).float()
         folded = nearest_conv(x_low, 2, low).float()
     assert (folded - exact).abs().max() <= 1.5 * (plain - exact).abs().max()
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_nearest_conv_gradients(factor: int) -> None:
+    """Training through the fold: the input's and the conv's gradients are those of upsample-then-conv."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 4, 3, 1, 1).double()
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 4, 5 * factor, 6 * factor, dtype=torch.float64)
+
+    def grads(out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad((out * target).sum(), [x, conv.weight, conv.bias])
+
+    expected = grads(conv(F.interpolate(x, scale_factor=factor, mode="nearest")))
+    got = grads(nearest_conv(x, factor, conv))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
