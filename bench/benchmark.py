@@ -22,9 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from spandrel_fdat import FDAT
 
 HERE = Path(__file__).resolve().parent
 CASES: dict[str, tuple[str, dict[str, Any], int]] = {
@@ -63,7 +66,7 @@ def trained_like_weights(model: torch.nn.Module, seed: int = 0) -> None:
                 t.copy_(0.02 * noise)
 
 
-def image_like_output(model: torch.nn.Module, spread: float = 0.25) -> None:
+def image_like_output(model: FDAT, spread: float = 0.25) -> None:
     """Scale the upsampler's last convolution so the output has an image's spread (its std on a probe).
 
     A trained network outputs [0, 1] images; trained-like random weights give outputs of +-80,
@@ -78,13 +81,13 @@ def image_like_output(model: torch.nn.Module, spread: float = 0.25) -> None:
             last.bias.mul_(factor)
 
 
-def build_pair(case: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_pair(case: str) -> tuple[FDAT, torch.nn.Module]:
     from spandrel.architectures.FDAT import FDAT as Reference
 
     import spandrel_fdat
 
     preset, overrides, _ = CASES[case]
-    ours = getattr(spandrel_fdat, f"fdat_{preset}")(**overrides).eval()
+    ours: FDAT = getattr(spandrel_fdat, f"fdat_{preset}")(**overrides).eval()
     trained_like_weights(ours)
     image_like_output(ours)
     ref_kwargs = {k: v for k, v in ours.hyperparameters.items() if k not in ("layout", "meta_version", "norm_eps")}
@@ -256,8 +259,8 @@ def main() -> None:
     results["sweep"] = {str(s): v for s, v in sweep.items()}
     per_px = {s: (v["ours_s"] / s**2, v["ref_s"] / s**2) for s, v in sweep.items()}
     report(f"\n## Time per pixel, {case}\n\n| size | reference us/px | ours us/px | ratio |\n|---|---|---|---|")
-    for s, (o, r) in per_px.items():
-        report(f"| {s} | {r * 1e6:.2f} | {o * 1e6:.2f} | {r / o:.2f} |")
+    for s, (ours_px, ref_px) in per_px.items():
+        report(f"| {s} | {ref_px * 1e6:.2f} | {ours_px * 1e6:.2f} | {ref_px / ours_px:.2f} |")
     report(
         f"\ntime per pixel at 512 / at 128: ours {per_px[512][0] / per_px[128][0]:.2f}, "
         f"reference {per_px[512][1] / per_px[128][1]:.2f} (target for ours <= 1.3)"
