@@ -36,12 +36,15 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def _eager_inference() -> bool:
+    """No autograd and no traced graph: in-place and band-wise shortcuts are allowed."""
+    return not torch.is_grad_enabled() and not _tracing()
+
+
 def _gelu(x: Tensor) -> Tensor:
-    """GELU of a fresh tensor nothing else reads: in place outside autograd and traced graphs,
-    which saves a feature-sized allocation."""
-    if torch.is_grad_enabled() or _tracing():
-        return F.gelu(x)
-    return torch.ops.aten.gelu_(x)
+    """GELU of a fresh tensor nothing else reads: in place in eager inference, which saves a
+    feature-sized allocation."""
+    return torch.ops.aten.gelu_(x) if _eager_inference() else F.gelu(x)
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -239,7 +242,7 @@ class FFN(nn.Module):
         Taking `norm` rather than its output lets the normalised rows go as soon as fc1 has read them.
         """
         c = x.shape[-1]
-        in_place = out is None and len(bands) == 1 and not torch.is_grad_enabled() and not _tracing()
+        in_place = out is None and len(bands) == 1 and _eager_inference()
         for band in bands:
             hidden = _gelu(self.fc1(norm(_halo(x, band))))
             hidden = _core(_nhwc(self.smix(_nchw(hidden))), band)
@@ -455,13 +458,7 @@ class FDAT(nn.Module):
 
     def bands_for(self, x: Tensor) -> tuple[Band, ...]:
         """The body's bands for input x: several only for CPU inference of large images, outside graphs."""
-        if (
-            not self.band_pixels
-            or x.device.type != "cpu"
-            or torch.is_grad_enabled()
-            or _tracing()
-            or torch.compiler.is_compiling()
-        ):
+        if not self.band_pixels or x.device.type != "cpu" or not _eager_inference() or torch.compiler.is_compiling():
             return WHOLE
         u = self.config.unshuffle_factor if self.config.unshuffle_mod else 1
         h, w = -(-x.shape[-2] // u), -(-x.shape[-1] // u)  # the features' size
