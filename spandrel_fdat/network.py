@@ -162,12 +162,15 @@ class ChannelAttention(nn.Module):
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
         b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
-        qk = F.linear(y.reshape(b, -1, c), self.qkv.weight[: 2 * c])  # (B, N, 2C)
+        # q's and k's weight rows reordered head by head, [q_0, k_0, q_1, k_1, ...], so that one
+        # product per head, [q_h k_h]^T [q_h k_h], holds q_h^T k_h and the squared norms (its diagonal).
+        w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)
+        qk = F.linear(y.reshape(b, -1, c), w_qk)  # (B, N, 2C)
         qk = qk.to(torch.promote_types(qk.dtype, torch.float32))
-        n = qk.shape[1]
-        q, k = qk.split(c, dim=-1)  # strided (B, N, C) views
-        gram = q.view(b, n, nh, hd).permute(0, 2, 3, 1) @ k.view(b, n, nh, hd).transpose(1, 2)
-        return gram, (qk * qk).sum(1)
+        per_head = qk.view(b, -1, nh, 2 * hd).transpose(1, 2)  # (B, heads, N, 2hd)
+        products = per_head.transpose(-1, -2) @ per_head  # (B, heads, 2hd, 2hd)
+        squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
+        return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
 
     def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
         """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
