@@ -103,6 +103,31 @@ def _into(out: Tensor | None, band: Band) -> Tensor | None:
     return None if out is None else _rows(out, band)
 
 
+def _windows(x: Tensor, ws: int) -> Tensor:
+    """(B, H, W, C) -> (B*hw*ww, ws*ws, C): ws x ws windows, the image zero-padded at the
+    bottom/right to whole windows. Eager: one copy, the padding never materialised as an image."""
+    b, h, w, c = x.shape
+    pad_b, pad_r = -h % ws, -w % ws
+    hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
+    if _tracing():  # traced sizes: pad, then partition
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        return x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+    win = x.new_empty(b, hw, ww, ws, ws, c)
+    grid = win.transpose(2, 3)  # (B, hw, ws, ww, ws, C): image order, window memory
+    fh, fw = h // ws, w // ws  # whole windows
+    rh, rw = h - fh * ws, w - fw * ws  # rows/columns of the partial ones
+    grid[:, :fh, :, :fw].copy_(x[:, : fh * ws, : fw * ws].view(b, fh, ws, fw, ws, c))
+    if rh:
+        grid[:, fh, :rh, :fw].copy_(x[:, fh * ws :, : fw * ws].view(b, rh, fw, ws, c))
+        grid[:, fh, rh:].zero_()
+    if rw:
+        grid[:, :fh, :, fw, :rw].copy_(x[:, : fh * ws, fw * ws :].view(b, fh, ws, rw, c))
+        grid[:, :, :, fw, rw:].zero_()
+    if rh and rw:
+        grid[:, fh, :rh, fw, :rw].copy_(x[:, fh * ws :, fw * ws :])
+    return win.view(-1, ws * ws, c)
+
+
 class SpatialWindowAttention(nn.Module):
     """Multi-head self-attention in non-overlapping ws x ws windows, with a learned bias per head."""
 
@@ -119,13 +144,10 @@ class SpatialWindowAttention(nn.Module):
         b, h, w, c = x.shape
         ws, nh = self.ws, self.num_heads
         pad_b, pad_r = -h % ws, -w % ws
-        padded = bool(pad_b or pad_r) or _tracing()
-        if padded:  # zero padding at the bottom/right
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
+        padded = bool(pad_b or pad_r) or _tracing()
         # Each intermediate is as large as the image's features: each is dropped once used.
-        # (B, H, W, C) -> windows (B*hw*ww, ws*ws, C)
-        win = x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+        win = _windows(x, ws)  # (B*hw*ww, ws*ws, C), zero-padded at the bottom/right
         # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
         del win
