@@ -14,7 +14,7 @@ the whole image as one band.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -103,6 +103,22 @@ def _into(out: Tensor | None, band: Band) -> Tensor | None:
     return None if out is None else _rows(out, band)
 
 
+def _window_pairs(image: Tensor, grid: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """Views of the same pixels in an image (B, H, W, C) and in its windows, given in image order
+    as (B, hw, ws, ww, ws, C): whole windows, then the partial ones at the bottom and right."""
+    b, h, w, c = image.shape
+    ws = grid.shape[2]
+    fh, fw = h // ws, w // ws  # whole windows
+    rh, rw = h - fh * ws, w - fw * ws  # rows/columns of the partial ones
+    yield image[:, : fh * ws, : fw * ws].view(b, fh, ws, fw, ws, c), grid[:, :fh, :, :fw]
+    if rh:
+        yield image[:, fh * ws :, : fw * ws].view(b, rh, fw, ws, c), grid[:, fh, :rh, :fw]
+    if rw:
+        yield image[:, : fh * ws, fw * ws :].view(b, fh, ws, rw, c), grid[:, :fh, :, fw, :rw]
+    if rh and rw:
+        yield image[:, fh * ws :, fw * ws :], grid[:, fh, :rh, fw, :rw]
+
+
 def _windows(x: Tensor, ws: int) -> Tensor:
     """(B, H, W, C) -> (B*hw*ww, ws*ws, C): ws x ws windows, the image zero-padded at the
     bottom/right to whole windows. Eager: one copy, the padding never materialised as an image."""
@@ -114,17 +130,12 @@ def _windows(x: Tensor, ws: int) -> Tensor:
         return x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
     win = x.new_empty(b, hw, ww, ws, ws, c)
     grid = win.transpose(2, 3)  # (B, hw, ws, ww, ws, C): image order, window memory
-    fh, fw = h // ws, w // ws  # whole windows
-    rh, rw = h - fh * ws, w - fw * ws  # rows/columns of the partial ones
-    grid[:, :fh, :, :fw].copy_(x[:, : fh * ws, : fw * ws].view(b, fh, ws, fw, ws, c))
-    if rh:
-        grid[:, fh, :rh, :fw].copy_(x[:, fh * ws :, : fw * ws].view(b, rh, fw, ws, c))
-        grid[:, fh, rh:].zero_()
-    if rw:
-        grid[:, :fh, :, fw, :rw].copy_(x[:, : fh * ws, fw * ws :].view(b, fh, ws, rw, c))
-        grid[:, :, :, fw, rw:].zero_()
-    if rh and rw:
-        grid[:, fh, :rh, fw, :rw].copy_(x[:, fh * ws :, fw * ws :])
+    for pixels, place in _window_pairs(x, grid):
+        place.copy_(pixels)
+    if pad_b:
+        grid[:, -1, ws - pad_b :].zero_()
+    if pad_r:
+        grid[:, :, :, -1, ws - pad_r :].zero_()
     return win.view(-1, ws * ws, c)
 
 
@@ -141,13 +152,27 @@ class SpatialWindowAttention(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_heads, n, n))
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
         b, h, w, c = x.shape
+        grid = self._attend(x)
+        return grid.reshape(b, grid.shape[1] * self.ws, grid.shape[3] * self.ws, c)[:, :h, :w]
+
+    def add_gated(self, out: Tensor, x: Tensor, gate: Tensor) -> Tensor:
+        """out += self(x) * gate for out like x and a (B, 1, 1, C) gate; in eager mode read from
+        the windows where they lie, with no copy back to image order."""
+        if _tracing():
+            return out.addcmul_(self(x), gate)
+        b, c = gate.shape[0], gate.shape[-1]
+        for pixels, result in _window_pairs(out, self._attend(x)):
+            pixels.addcmul_(result, gate.view(b, *(1,) * (result.ndim - 2), c))
+        return out
+
+    def _attend(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> the output windows in image order, (B, hw, ws, ww, ws, C), padding included."""
+        b, h, _, c = x.shape
         ws, nh = self.ws, self.num_heads
-        pad_b, pad_r = -h % ws, -w % ws
-        hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
-        padded = bool(pad_b or pad_r) or _tracing()
         # Each intermediate is as large as the image's features: each is dropped once used.
-        win = _windows(x, ws)  # (B*hw*ww, ws*ws, C), zero-padded at the bottom/right
+        win = _windows(x, ws)  # (B*hw*ww, ws*ws, C)
         # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
         del win
@@ -157,12 +182,9 @@ class SpatialWindowAttention(nn.Module):
         mask = bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         del q, k, v
-        merged = heads.transpose(1, 2).reshape(-1, ws * ws, c)  # (windows, ws*ws, C)
+        out = self.proj(heads.transpose(1, 2).reshape(-1, ws * ws, c))  # (windows, ws*ws, C)
         del heads
-        out = self.proj(merged)
-        del merged
-        out = out.view(b, hw, ww, ws, ws, c).transpose(2, 3).reshape(b, hw * ws, ww * ws, c)
-        return out[:, :h, :w] if padded else out
+        return out.view(b, (h + (-h % ws)) // ws, -1, ws, ws, c).transpose(2, 3)
 
 
 class ChannelAttention(nn.Module):
@@ -322,7 +344,9 @@ class FDATBlock(nn.Module):
             del conv
         gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
         for band, part in zip(bands, parts, strict=True):
-            part.addcmul_(self.attn(whole if whole is not None else self.n1(_rows(x, band))), gate)
+            attention = self.attn
+            assert isinstance(attention, SpatialWindowAttention)
+            attention.add_gated(part, whole if whole is not None else self.n1(_rows(x, band)), gate)
         return parts[0] if mid is None else mid
 
     def _channel(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
