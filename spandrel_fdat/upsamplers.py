@@ -7,6 +7,7 @@ Module names and indices reproduce each layout's state-dict keys exactly;
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -161,44 +162,149 @@ class PixelAttention(nn.Module):
         return x * self.conv(x)
 
 
-def _phase_folds(factor: int, like: Tensor) -> list[tuple[int, int | None, Tensor]]:
-    """Along one axis, per output phase p (output row factor * i + p): the rows of the 1-padded
-    input it reads, as slice bounds, and the (taps, 3) matrix that sums the 3 kernel rows
-    landing on the same input row."""
+def _phase_folds(factor: int, like: Tensor) -> list[tuple[int, Tensor]]:
+    """Along one axis, per output phase p (output row factor * i + p): the first input row it
+    reads, relative to i (-1 or 0), and the (taps, 3) matrix that sums the 3 kernel rows landing
+    on the same input row."""
     folds = []
     for p in range(factor):
         rows = [(p + d) // factor for d in (-1, 0, 1)]  # input row, relative to i, of each kernel row
         fold = like.new_zeros(rows[2] - rows[0] + 1, 3)
         for d, r in enumerate(rows):
             fold[r - rows[0], d] = 1
-        folds.append((1 + rows[0], None if rows[2] == 1 else rows[2] - 1, fold))
+        folds.append((rows[0], fold))
     return folds
 
 
-def nearest_conv(x: Tensor, factor: int, conv: nn.Conv2d) -> Tensor:
-    """conv(nearest upsampling of x by factor) for a 3x3 conv with padding 1, computed on x.
+class Phase(NamedTuple):
+    """One phase of an upsampled image: its (B, h, w, C) pixels are `full[:, top : top + h, left : left + w]`,
+    inside a larger (B, H', W', C) tensor that a convolution wrote whole."""
 
-    Each output phase (py, px) is x convolved with a smaller kernel, the sum of the 3x3 taps
-    that fall on the same input pixel: at x2, 4 taps per output pixel instead of 9.
-    Returns a channels-last (B, C_out, factor * H, factor * W) tensor.
+    full: Tensor
+    top: int
+    left: int
+
+
+# phases[py][px] holds pixels (factor * i + py, factor * j + px) of a (factor * h, factor * w) image
+Phases = list[list[Phase]]
+
+
+def _pixels(phase: Phase, h: int, w: int) -> Tensor:
+    return phase.full[:, phase.top : phase.top + h, phase.left : phase.left + w]
+
+
+def nearest_conv_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
+    """conv(nearest upsampling of x by factor), for a 3x3 conv with padding 1, as its output phases.
+
+    Each output phase is x convolved with a smaller kernel, the sum of the 3x3 taps that fall on
+    the same input pixel: at x2, 4 taps per output pixel instead of 9. Each runs on x itself with
+    padding 1, a border row or column more than the phase needs, so x is never sliced or copied.
     """
-    b, _, h, w = x.shape
     weight = conv.weight.to(torch.promote_types(x.dtype, torch.float32))  # fold in at least fp32
-    padded = F.pad(x, (1, 1, 1, 1))
     folds = _phase_folds(factor, weight)
-    # The output in channels-last memory, (B, H, py, W, px, C_out): each phase writes its pixels.
-    out = x.new_empty(b, h, factor, w, factor, conv.out_channels)
-    for py, (top, bottom, fold_y) in enumerate(folds):
-        for px, (left, right, fold_x) in enumerate(folds):
-            kernel = (fold_y @ weight @ fold_x.t()).to(x.dtype)  # (C_out, C_in, taps_y, taps_x)
-            phase = F.conv2d(padded[:, :, top:bottom, left:right], kernel, conv.bias)
-            out[:, :, py, :, px].copy_(phase.permute(0, 2, 3, 1))
-    return out.view(b, h * factor, w * factor, -1).permute(0, 3, 1, 2)
+    phases = []
+    for first_row, fold_y in folds:
+        row = []
+        for first_col, fold_x in folds:
+            # (C_out, C_in, taps_y, taps_x): fold_y @ weight @ fold_x^T, as one product
+            taps = (fold_y[:, None, :, None] * fold_x[None, :, None, :]).flatten(2).flatten(0, 1)  # (ty * tx, 9)
+            kernel = (
+                (weight.reshape(-1, 9) @ taps.t()).view(*weight.shape[:2], fold_y.shape[0], fold_x.shape[0]).to(x.dtype)
+            )
+            # output row u reads input rows u - 1, ...: phase row i is u = i + first_row + 1
+            full = _nhwc(F.conv2d(x, kernel, conv.bias, padding=1))
+            row.append(Phase(full, first_row + 1, first_col + 1))
+        phases.append(row)
+    return phases
+
+
+def conv_phases(phases: Phases, h: int, w: int, conv: nn.Conv2d) -> Tensor:
+    """A 3x3 conv with padding 1 of the image given by its h x w phases, as a (B, C_out, fh, fw)
+    image; the full-resolution input is never formed. For few output channels (the last conv).
+
+    Each input phase is multiplied by all 9 taps at once; an output pixel sums 9 of those
+    products, each from the phase and neighbour (offset -1, 0 or 1) its tap falls on.
+    """
+    factor, first = len(phases), phases[0][0].full
+    b, c_out = first.shape[0], conv.out_channels
+    work = torch.promote_types(first.dtype, torch.float32)  # 9 terms summed in at least fp32
+    taps = conv.weight.permute(2, 3, 0, 1).reshape(9 * c_out, -1)  # rows (ky, kx, C_out)
+
+    def products(phase: Phase) -> Tensor:
+        """(B, 3, 3, C_out, h + 2, w + 2): the phase's pixels times every tap, zero-padded by one."""
+        full = phase.full
+        planes = torch.matmul(taps, full.reshape(b, -1, full.shape[-1]).transpose(1, 2))  # (B, 9 C_out, H'W')
+        planes = planes.view(b, 9 * c_out, full.shape[1], full.shape[2])
+        planes = planes[:, :, phase.top : phase.top + h, phase.left : phase.left + w]
+        return F.pad(planes.to(work), (1, 1, 1, 1)).view(b, 3, 3, c_out, h + 2, w + 2)
+
+    prods = [[products(p) for p in row] for row in phases]
+    bias = (conv.bias if conv.bias is not None else taps.new_zeros(c_out)).to(work).view(1, c_out, 1, 1)
+    out = []  # out[py][px]: (B, C_out, h, w)
+    for py in range(factor):
+        row = []
+        for px in range(factor):
+            acc = bias
+            for ky in range(3):
+                qy, oy = (py + ky - 1) % factor, (py + ky - 1) // factor  # source phase and offset
+                for kx in range(3):
+                    qx, ox = (px + kx - 1) % factor, (px + kx - 1) // factor
+                    acc = acc + prods[qy][qx][:, ky, kx, :, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
+            row.append(acc)
+        out.append(row)
+    # (B, C_out, h, py, w, px): the output image, NCHW
+    image = torch.stack([torch.stack(row, dim=-1) for row in out], dim=3)
+    return image.view(b, c_out, factor * h, factor * w).to(first.dtype)
+
+
+def interleave(phases: Phases, h: int, w: int) -> Tensor:
+    """factor x factor phases of h x w pixels -> the (B, C, factor * h, factor * w) image, channels-last."""
+    factor, first = len(phases), phases[0][0].full
+    b, c = first.shape[0], first.shape[-1]
+    # The output in channels-last memory, (B, h, py, w, px, C): each phase writes its pixels.
+    out = first.new_empty(b, h, factor, w, factor, c)
+    for py, row in enumerate(phases):
+        for px, phase in enumerate(row):
+            out[:, :, py, :, px].copy_(_pixels(phase, h, w))
+    return out.view(b, h * factor, w * factor, c).permute(0, 3, 1, 2)
+
+
+def nearest_conv(x: Tensor, factor: int, conv: nn.Conv2d) -> Tensor:
+    """conv(nearest upsampling of x by factor) for a 3x3 conv with padding 1, computed on x
+    phase by phase (`nearest_conv_phases`). Returns a channels-last (B, C_out, fH, fW) tensor."""
+    return interleave(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1])
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    return x.permute(0, 2, 3, 1)
 
 
 def _stages(scale: int) -> list[int]:
     """Per-stage factors of the staged upsamplers: x3 in one stage, 2^n in n stages of x2."""
     return [3] if scale == 3 else [2] * int(math.log2(scale))
+
+
+def _to_image(layers: list[nn.Module]) -> bool:
+    """Elementwise activations, then a last 3x3 conv to a few image channels."""
+    if not layers:
+        return False
+    *acts, last = layers
+    return (
+        isinstance(last, nn.Conv2d)
+        and last.kernel_size == (3, 3)
+        and last.padding == (1, 1)
+        and last.out_channels <= 4
+        and all(isinstance(a, nn.LeakyReLU | nn.GELU) for a in acts)
+    )
+
+
+def _phases_to_image(phases: Phases, h: int, w: int, layers: list[nn.Module]) -> Tensor:
+    """Apply `_to_image` layers to an image given by its h x w phases, never forming it whole."""
+    *acts, last = layers
+    for act in acts:  # elementwise: on each phase's whole tensor, border included
+        phases = [[p._replace(full=act(p.full)) for p in row] for row in phases]
+    assert isinstance(last, nn.Conv2d)
+    return conv_phases(phases, h, w, last)
 
 
 class UniUpsample(nn.Sequential):
@@ -255,8 +361,11 @@ class UniUpsample(nn.Sequential):
                 i += 1
                 while isinstance(layers[i], nn.LeakyReLU):
                     x, i = layers[i](x), i + 1
-                conv = layers[i]
+                conv, rest = layers[i], layers[i + 1 :]
                 assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
+                if _to_image(rest):  # the rest stays in phases (nearest+conv's last stage)
+                    factor = int(layer.scale_factor)
+                    return _phases_to_image(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1], rest)
                 x = nearest_conv(x, int(layer.scale_factor), conv)
             else:
                 x = layer(x)
@@ -295,7 +404,8 @@ class LHANUpsample(nn.Module):
             if self.scale > 1:
                 conv = self.conv[0]
                 assert isinstance(conv, nn.Conv2d)
-                return self.conv[1:](nearest_conv(x, self.scale, conv))
+                phases = nearest_conv_phases(x, self.scale, conv)
+                return _phases_to_image(phases, x.shape[-2], x.shape[-1], list(self.conv[1:]))
             return self.conv(x)
         return self.refine(self.up(x))
 

@@ -1,8 +1,9 @@
-"""upsamplers.nearest_conv: a 3x3 conv after nearest upsampling, computed at the low resolution.
+"""upsamplers.nearest_conv: a 3x3 conv after nearest upsampling, computed at the low resolution;
+upsamplers.conv_phases: the last conv of nearest+conv, on the phases of the upsampled image.
 
-nearest+conv, pa_up and LHAN's nearest_conv run through it; the oracle tests compare
-those layouts with spandrel's class. Here the fold itself is compared with upsampling
-and convolving, over factors, sizes and channel counts.
+nearest+conv, pa_up and LHAN's nearest_conv run through them; the oracle tests compare
+those layouts with spandrel's class. Here each is compared with upsampling and convolving,
+over factors, sizes and channel counts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spandrel_fdat.upsamplers import nearest_conv
+from spandrel_fdat.upsamplers import conv_phases, nearest_conv, nearest_conv_phases
 from tests.test_properties import PROPERTY_SETTINGS
 
 
@@ -81,5 +82,65 @@ def test_nearest_conv_gradients(factor: int) -> None:
 
     expected = grads(conv(F.interpolate(x, scale_factor=factor, mode="nearest")))
     got = grads(nearest_conv(x, factor, conv))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=100, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
+@given(
+    factor=st.integers(1, 4),
+    batch=st.integers(1, 2),
+    c_mid=st.integers(1, 5),
+    c_out=st.integers(1, 4),
+    height=st.integers(1, 7),
+    width=st.integers(1, 7),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_conv_phases_is_conv_of_the_image(
+    factor: int, batch: int, c_mid: int, c_out: int, height: int, width: int, bias: bool, seed: int
+) -> None:
+    """nearest_conv_phases, an activation on each phase, then conv_phases: the layers in full."""
+    torch.manual_seed(seed)
+    first = nn.Conv2d(3, c_mid, 3, 1, 1).double()
+    last = nn.Conv2d(c_mid, c_out, 3, 1, 1, bias=bias).double()
+    x = torch.randn(batch, 3, height, width, dtype=torch.float64)
+    with torch.no_grad():
+        expected = last(F.leaky_relu(first(F.interpolate(x, scale_factor=factor, mode="nearest")), 0.2))
+        phases = nearest_conv_phases(x, factor, first)
+        phases = [[p._replace(full=F.leaky_relu(p.full, 0.2)) for p in row] for row in phases]
+        got = conv_phases(phases, height, width, last)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv_phases_low_precision(dtype: torch.dtype) -> None:
+    """In fp16/bf16 the phase-wise last conv is as close to fp32 as the plain conv in that dtype."""
+    torch.manual_seed(0)
+    first, last = nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(16, 3, 3, 1, 1)
+    x = torch.randn(1, 16, 12, 10)
+    with torch.no_grad():
+        exact = last(first(F.interpolate(x, scale_factor=2, mode="nearest")))
+        first, last, x = first.to(dtype), last.to(dtype), x.to(dtype)
+        plain = last(first(F.interpolate(x, scale_factor=2, mode="nearest"))).float()
+        phased = conv_phases(nearest_conv_phases(x, 2, first), 12, 10, last).float()
+    assert phased.dtype == plain.dtype
+    assert (phased - exact).abs().max() <= 1.5 * (plain - exact).abs().max()
+
+
+def test_conv_phases_gradients() -> None:
+    """Training through the phases: gradients are those of the layers in full."""
+    torch.manual_seed(1)
+    first, last = nn.Conv2d(3, 4, 3, 1, 1).double(), nn.Conv2d(4, 2, 3, 1, 1).double()
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 2, 10, 12, dtype=torch.float64)
+    params = [x, first.weight, first.bias, last.weight, last.bias]
+
+    def grads(out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad((out * target).sum(), params)
+
+    expected = grads(last(first(F.interpolate(x, scale_factor=2, mode="nearest"))))
+    got = grads(conv_phases(nearest_conv_phases(x, 2, first), 5, 6, last))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
