@@ -343,9 +343,9 @@ class FDATBlock(nn.Module):
             parts.append(conv.add_(rows) if mid is None else torch.add(rows, conv, out=_rows(mid, band)))
             del conv
         gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
+        attention = self.attn
+        assert isinstance(attention, SpatialWindowAttention)
         for band, part in zip(bands, parts, strict=True):
-            attention = self.attn
-            assert isinstance(attention, SpatialWindowAttention)
             attention.add_gated(part, whole if whole is not None else self.n1(_rows(x, band)), gate)
         return parts[0] if mid is None else mid
 
