@@ -212,7 +212,7 @@ def nearest_conv_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
                 (weight.reshape(-1, 9) @ taps.t()).view(*weight.shape[:2], fold_y.shape[0], fold_x.shape[0]).to(x.dtype)
             )
             # output row u reads input rows u - 1, ...: phase row i is u = i + first_row + 1
-            full = _nhwc(F.conv2d(x, kernel, conv.bias, padding=1))
+            full = F.conv2d(x, kernel, conv.bias, padding=1).permute(0, 2, 3, 1)  # (B, H', W', C_out)
             row.append(Phase(full, first_row + 1, first_col + 1))
         phases.append(row)
     return phases
@@ -273,10 +273,6 @@ def nearest_conv(x: Tensor, factor: int, conv: nn.Conv2d) -> Tensor:
     """conv(nearest upsampling of x by factor) for a 3x3 conv with padding 1, computed on x
     phase by phase (`nearest_conv_phases`). Returns a channels-last (B, C_out, fH, fW) tensor."""
     return interleave(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1])
-
-
-def _nhwc(x: Tensor) -> Tensor:
-    return x.permute(0, 2, 3, 1)
 
 
 def _stages(scale: int) -> list[int]:
@@ -363,10 +359,10 @@ class UniUpsample(nn.Sequential):
                     x, i = layers[i](x), i + 1
                 conv, rest = layers[i], layers[i + 1 :]
                 assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
+                factor = int(layer.scale_factor)
                 if _to_image(rest):  # the rest stays in phases (nearest+conv's last stage)
-                    factor = int(layer.scale_factor)
                     return _phases_to_image(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1], rest)
-                x = nearest_conv(x, int(layer.scale_factor), conv)
+                x = nearest_conv(x, factor, conv)
             else:
                 x = layer(x)
             i += 1
