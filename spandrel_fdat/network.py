@@ -120,14 +120,14 @@ def _window_pairs(image: Tensor, grid: Tensor) -> Iterator[tuple[Tensor, Tensor]
 
 
 def _windows(x: Tensor, ws: int) -> Tensor:
-    """(B, H, W, C) -> (B*hw*ww, ws*ws, C): ws x ws windows, the image zero-padded at the
+    """(B, H, W, C) -> (B, hw, ww, ws, ws, C): ws x ws windows, the image zero-padded at the
     bottom/right to whole windows. Eager: one copy, the padding never materialised as an image."""
     b, h, w, c = x.shape
     pad_b, pad_r = -h % ws, -w % ws
     hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
     if _tracing():  # traced sizes: pad, then partition
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        return x.view(b, hw, ws, ww, ws, c).transpose(2, 3).reshape(-1, ws * ws, c)
+        return x.view(b, hw, ws, ww, ws, c).transpose(2, 3).contiguous()
     win = x.new_empty(b, hw, ww, ws, ws, c)
     grid = win.transpose(2, 3)  # (B, hw, ws, ww, ws, C): image order, window memory
     for pixels, place in _window_pairs(x, grid):
@@ -136,7 +136,7 @@ def _windows(x: Tensor, ws: int) -> Tensor:
         grid[:, -1, ws - pad_b :].zero_()
     if pad_r:
         grid[:, :, :, -1, ws - pad_r :].zero_()
-    return win.view(-1, ws * ws, c)
+    return win
 
 
 class SpatialWindowAttention(nn.Module):
@@ -169,10 +169,11 @@ class SpatialWindowAttention(nn.Module):
 
     def _attend(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> the output windows in image order, (B, hw, ws, ww, ws, C), padding included."""
-        b, h, _, c = x.shape
+        b, c = x.shape[0], x.shape[-1]
         ws, nh = self.ws, self.num_heads
         # Each intermediate is as large as the image's features: each is dropped once used.
-        win = _windows(x, ws)  # (B*hw*ww, ws*ws, C)
+        win = _windows(x, ws)  # (B, hw, ww, ws, ws, C)
+        hw = win.shape[1]
         # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
         q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
         del win
@@ -184,7 +185,7 @@ class SpatialWindowAttention(nn.Module):
         del q, k, v
         out = self.proj(heads.transpose(1, 2).reshape(-1, ws * ws, c))  # (windows, ws*ws, C)
         del heads
-        return out.view(b, (h + (-h % ws)) // ws, -1, ws, ws, c).transpose(2, 3)
+        return out.view(b, hw, -1, ws, ws, c).transpose(2, 3)
 
 
 class ChannelAttention(nn.Module):
