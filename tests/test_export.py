@@ -63,7 +63,7 @@ def test_export_rejects_other_models(tmp_path: Path) -> None:
     [
         dict(upsampler_type="pixelshuffle", scale=2),
         dict(upsampler_type="dysample", scale=2, unshuffle_mod=True),
-        dict(upsampler_type="nearest+conv", scale=2),  # upsamplers.nearest_conv: conv on each output phase
+        dict(upsampler_type="nearest+conv", scale=2),  # upsamplers.nearest_conv_phases, then conv_phases
     ],
     ids=_id,
 )
