@@ -205,6 +205,12 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
+        if y.device.type == "cpu" and not _tracing():  # fp64 is at hand, and not exported
+            return self._statistics_from_moments(y)
+        return self._statistics_from_products(y)
+
+    def _statistics_from_products(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`statistics` from q and k themselves."""
         b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
         # q's and k's weight rows reordered head by head, [q_0, k_0, q_1, k_1, ...], so that one
@@ -216,6 +222,35 @@ class ChannelAttention(nn.Module):
         products = per_head.transpose(-1, -2) @ per_head  # (B, heads, 2hd, 2hd)
         squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
+
+    def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`statistics` from y's (C, C) second moments, without forming q or k (CPU: faster).
+
+        About a centre c near the mean, with d = sum(y - c):
+        sum(y y^T) = sum((y-c)(y-c)^T) + N c c^T + c d^T + d c^T.
+        The first term is the GEMM; the rest goes through W in fp64, since a large offset that
+        q or k cancels would lose its digits there in fp32.
+        """
+        b, c = y.shape[0], y.shape[-1]
+        nh, hd = self.num_heads, c // self.num_heads
+        acc = torch.promote_types(y.dtype, torch.float32)
+        pixels = y.reshape(b, -1, c)
+        n = pixels.shape[1]
+        centre = pixels.mean(1, dtype=acc)  # (B, C)
+        centred = torch.sub(pixels, centre.unsqueeze(1))  # (B, N, C) in acc
+        residual = centred.sum(1)  # (B, C): d
+        moments = centred.transpose(1, 2) @ centred  # (B, C, C)
+        del centred
+        w_qk = self.qkv.weight[: 2 * c].to(acc)  # (2C, C): q's rows, then k's
+        rows = w_qk @ moments  # (B, 2C, C)
+        w64 = w_qk.double().t()
+        at_c, at_d = centre.double() @ w64, residual.double() @ w64  # (B, 2C): W c, W d
+        q_c, k_c = at_c[:, :c].view(b, nh, hd, 1), at_c[:, c:].view(b, nh, 1, hd)
+        q_d, k_d = at_d[:, :c].view(b, nh, hd, 1), at_d[:, c:].view(b, nh, 1, hd)
+        offset = n * q_c * k_c + q_c * k_d + q_d * k_c  # (B, heads, hd, hd)
+        gram = rows[:, :c].view(b, nh, hd, c) @ w_qk[c:].view(nh, hd, c).transpose(1, 2)
+        squares = (rows * w_qk).sum(-1) + (n * at_c.square() + 2 * at_c * at_d).to(acc)
+        return gram + offset.to(acc), squares
 
     def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
         """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
