@@ -226,10 +226,10 @@ class ChannelAttention(nn.Module):
     def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """`statistics` from y's (C, C) second moments, without forming q or k (CPU: faster).
 
-        About a centre c near the mean, with d = sum(y - c):
-        sum(y y^T) = sum((y-c)(y-c)^T) + N c c^T + c d^T + d c^T.
-        The first term is the GEMM; the rest goes through W in fp64, since a large offset that
-        q or k cancels would lose its digits there in fp32.
+        With c the mean and d = sum(y - c) (not 0 once c is rounded):
+        S = sum(y y^T) = sum((y-c)(y-c)^T) + N c c^T + c d^T + d c^T.
+        The first term is one GEMM on small numbers; S and W S W^T are then formed in fp64,
+        as a large offset that q or k cancels would lose its digits in fp32.
         """
         b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
@@ -239,18 +239,15 @@ class ChannelAttention(nn.Module):
         centre = pixels.mean(1, dtype=acc)  # (B, C)
         centred = torch.sub(pixels, centre.unsqueeze(1))  # (B, N, C) in acc
         residual = centred.sum(1)  # (B, C): d
-        moments = centred.transpose(1, 2) @ centred  # (B, C, C)
+        moments = (centred.transpose(1, 2) @ centred).double()  # (B, C, C)
         del centred
-        w_qk = self.qkv.weight[: 2 * c].to(acc)  # (2C, C): q's rows, then k's
-        rows = w_qk @ moments  # (B, 2C, C)
-        w64 = w_qk.double().t()
-        at_c, at_d = centre.double() @ w64, residual.double() @ w64  # (B, 2C): W c, W d
-        q_c, k_c = at_c[:, :c].view(b, nh, hd, 1), at_c[:, c:].view(b, nh, 1, hd)
-        q_d, k_d = at_d[:, :c].view(b, nh, hd, 1), at_d[:, c:].view(b, nh, 1, hd)
-        offset = n * q_c * k_c + q_c * k_d + q_d * k_c  # (B, heads, hd, hd)
-        gram = rows[:, :c].view(b, nh, hd, c) @ w_qk[c:].view(nh, hd, c).transpose(1, 2)
-        squares = (rows * w_qk).sum(-1) + (n * at_c.square() + 2 * at_c * at_d).to(acc)
-        return gram + offset.to(acc), squares
+        c64, d64 = centre.double().unsqueeze(2), residual.double().unsqueeze(2)  # (B, C, 1)
+        second = moments + c64 @ (n * c64 + d64).transpose(1, 2) + d64 @ c64.transpose(1, 2)  # S
+        w = self.qkv.weight[: 2 * c].double()  # (2C, C): q's rows, then k's
+        rows = w @ second  # (B, 2C, C)
+        gram = rows[:, :c].view(b, nh, hd, c) @ w[c:].view(nh, hd, c).transpose(1, 2)
+        squares = (rows * w).sum(-1)
+        return gram.to(acc), squares.to(acc)
 
     def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
         """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
