@@ -205,12 +205,6 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
-        if y.device.type == "cpu" and not _tracing():  # fp64 is at hand, and not exported
-            return self._statistics_from_moments(y)
-        return self._statistics_from_products(y)
-
-    def _statistics_from_products(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """`statistics` from q and k themselves."""
         b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
         # q's and k's weight rows reordered head by head, [q_0, k_0, q_1, k_1, ...], so that one
@@ -222,32 +216,6 @@ class ChannelAttention(nn.Module):
         products = per_head.transpose(-1, -2) @ per_head  # (B, heads, 2hd, 2hd)
         squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
-
-    def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """`statistics` from y's (C, C) second moments, without forming q or k (CPU: faster).
-
-        With c the mean and d = sum(y - c) (not 0 once c is rounded):
-        S = sum(y y^T) = sum((y-c)(y-c)^T) + N c c^T + c d^T + d c^T.
-        The first term is one GEMM on small numbers; S and W S W^T are then formed in fp64,
-        as a large offset that q or k cancels would lose its digits in fp32.
-        """
-        b, c = y.shape[0], y.shape[-1]
-        nh, hd = self.num_heads, c // self.num_heads
-        acc = torch.promote_types(y.dtype, torch.float32)
-        pixels = y.reshape(b, -1, c)
-        n = pixels.shape[1]
-        centre = pixels.mean(1, dtype=acc)  # (B, C)
-        centred = torch.sub(pixels, centre.unsqueeze(1))  # (B, N, C) in acc
-        residual = centred.sum(1)  # (B, C): d
-        moments = (centred.transpose(1, 2) @ centred).double()  # (B, C, C)
-        del centred
-        c64, d64 = centre.double().unsqueeze(2), residual.double().unsqueeze(2)  # (B, C, 1)
-        second = moments + c64 @ (n * c64 + d64).transpose(1, 2) + d64 @ c64.transpose(1, 2)  # S
-        w = self.qkv.weight[: 2 * c].double()  # (2C, C): q's rows, then k's
-        rows = w @ second  # (B, 2C, C)
-        gram = rows[:, :c].view(b, nh, hd, c) @ w[c:].view(nh, hd, c).transpose(1, 2)
-        squares = (rows * w).sum(-1)
-        return gram.to(acc), squares.to(acc)
 
     def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
         """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
