@@ -294,8 +294,11 @@ def _to_image(layers: list[nn.Module]) -> bool:
     )
 
 
-def _phases_to_image(phases: Phases, h: int, w: int, layers: list[nn.Module]) -> Tensor:
-    """Apply `_to_image` layers to an image given by its h x w phases, never forming it whole."""
+def nearest_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[nn.Module]) -> Tensor:
+    """`_to_image` layers after conv(nearest upsampling of x), all on the output phases: the
+    full-resolution image is formed only at the last conv's few channels."""
+    phases = nearest_conv_phases(x, factor, conv)
+    h, w = x.shape[-2:]
     *acts, last = layers
     for act in acts:  # elementwise: on each phase's whole tensor, border included
         phases = [[p._replace(full=act(p.full)) for p in row] for row in phases]
@@ -361,7 +364,7 @@ class UniUpsample(nn.Sequential):
                 assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
                 factor = int(layer.scale_factor)
                 if _to_image(rest):  # the rest stays in phases (nearest+conv's last stage)
-                    return _phases_to_image(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1], rest)
+                    return nearest_conv_to_image(x, factor, conv, rest)
                 x = nearest_conv(x, factor, conv)
             else:
                 x = layer(x)
@@ -400,8 +403,7 @@ class LHANUpsample(nn.Module):
             if self.scale > 1:
                 conv = self.conv[0]
                 assert isinstance(conv, nn.Conv2d)
-                phases = nearest_conv_phases(x, self.scale, conv)
-                return _phases_to_image(phases, x.shape[-2], x.shape[-1], list(self.conv[1:]))
+                return nearest_conv_to_image(x, self.scale, conv, list(self.conv[1:]))
             return self.conv(x)
         return self.refine(self.up(x))
 

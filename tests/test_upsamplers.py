@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spandrel_fdat.upsamplers import conv_phases, nearest_conv, nearest_conv_phases
+from spandrel_fdat.upsamplers import conv_phases, nearest_conv, nearest_conv_phases, nearest_conv_to_image
 from tests.test_properties import PROPERTY_SETTINGS
 
 
@@ -100,16 +100,15 @@ def test_nearest_conv_gradients(factor: int) -> None:
 def test_conv_phases_is_conv_of_the_image(
     factor: int, batch: int, c_mid: int, c_out: int, height: int, width: int, bias: bool, seed: int
 ) -> None:
-    """nearest_conv_phases, an activation on each phase, then conv_phases: the layers in full."""
+    """nearest_conv_to_image (nearest_conv_phases, a LeakyReLU on each phase, conv_phases): the
+    layers in full."""
     torch.manual_seed(seed)
     first = nn.Conv2d(3, c_mid, 3, 1, 1).double()
     last = nn.Conv2d(c_mid, c_out, 3, 1, 1, bias=bias).double()
     x = torch.randn(batch, 3, height, width, dtype=torch.float64)
     with torch.no_grad():
         expected = last(F.leaky_relu(first(F.interpolate(x, scale_factor=factor, mode="nearest")), 0.2))
-        phases = nearest_conv_phases(x, factor, first)
-        phases = [[p._replace(full=F.leaky_relu(p.full, 0.2)) for p in row] for row in phases]
-        got = conv_phases(phases, height, width, last)
+        got = nearest_conv_to_image(x, factor, first, [nn.LeakyReLU(0.2), last])
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
