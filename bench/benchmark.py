@@ -3,6 +3,7 @@
     python bench/benchmark.py               # the table, linear-scaling check, peak memory, plot
     python bench/benchmark.py --quick       # fewer repeats, no plot
     python bench/benchmark.py --bands       # ours at other band sizes (FDAT.band_pixels)
+    python bench/benchmark.py --only light  # the table's light row alone, nothing written
 
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
 with `--threads` threads (2: this project's machines); "paired ratios" is the range of
@@ -208,6 +209,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="3 repeats, no scaling sweep or plot")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--bands", action="store_true", help="time ours at several band sizes instead")
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="time only the configs whose name contains TEXT (repeatable); no sweep, plot or files",
+    )
     p.add_argument("--peak-rss", choices=["ours", "ref"], help=argparse.SUPPRESS)
     p.add_argument("--case", default="medium x2 transpose+conv", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
@@ -219,6 +226,9 @@ def main() -> None:
     if args.bands:
         _band_sizes(args.threads, args.repeats, args.out)
         return
+    cases = [c for c in CASES if not args.only or any(text in c for text in args.only)]
+    if not cases:
+        p.error(f"--only {' '.join(args.only)}: no config matches; the configs are {', '.join(CASES)}")
     lines: list[str] = []
 
     def report(line: str = "") -> None:
@@ -234,7 +244,8 @@ def main() -> None:
     )
     report("|---|---|---|---|---|---|---|---|---|---|---|")
     results: dict[str, Any] = {"machine": machine, "cases": {}}
-    for case, (_, _, size) in CASES.items():
+    for case in cases:
+        size = CASES[case][2]
         ours, ref = build_pair(case)
         r = time_pair(ours, ref, size, repeats)
         ratio = r["ref_s"] / r["ours_s"]
@@ -249,7 +260,7 @@ def main() -> None:
     rates = machine_rates()
     results["machine_gflops"] = rates
     report("\nfp32 GFLOP/s of this machine now: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
-    if args.quick:
+    if args.quick or args.only:
         return
 
     case = "medium x2 transpose+conv"
