@@ -8,8 +8,10 @@
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
 with `--threads` threads (2: this project's machines); "paired ratios" is the range of
 each reference run's time over the next run of ours, which shows how much the machine
-drifted. Peak memory is the peak RSS of a fresh process that builds one model and runs
-one 512x512 image.
+drifted. "Page faults per run" is the median count of fresh memory pages a forward
+touched (minor faults; Unix only): kernel time that depends on the allocator's state,
+and so on what ran before in the process (see the README). Peak memory is the peak RSS
+of a fresh process that builds one model and runs one 512x512 image.
 """
 
 from __future__ import annotations
@@ -97,24 +99,36 @@ def build_pair(case: str) -> tuple[FDAT, torch.nn.Module]:
     return ours, reference
 
 
+def minor_faults() -> float:
+    """This process's minor page faults so far (NaN where `resource` does not exist: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_pair(ours: torch.nn.Module, ref: torch.nn.Module, size: int, repeats: int) -> dict[str, float]:
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    times: dict[str, list[float]] = {"ref": [], "ours": []}
+    faults: dict[str, list[float]] = {"ref": [], "ours": []}
     with torch.inference_mode():
         a, b = ours(x), ref(x)  # warm-up, and the outputs to compare
-        t_ours, t_ref = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
-            ref(x)
-            t_ref.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ours(x)
-            t_ours.append(time.perf_counter() - start)
-    paired = sorted(r / o for r, o in zip(t_ref, t_ours, strict=True))  # each run against its neighbour
+            for name, model in (("ref", ref), ("ours", ours)):
+                before = minor_faults()
+                start = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - start)
+                faults[name].append(minor_faults() - before)
+    paired = sorted(r / o for r, o in zip(times["ref"], times["ours"], strict=True))  # each run against its neighbour
     return {
-        "ours_s": statistics.median(t_ours),
-        "ref_s": statistics.median(t_ref),
+        "ours_s": statistics.median(times["ours"]),
+        "ref_s": statistics.median(times["ref"]),
         "paired_ratio_min": paired[0],
         "paired_ratio_max": paired[-1],
+        "ours_faults": statistics.median(faults["ours"]),
+        "ref_faults": statistics.median(faults["ref"]),
         "max_abs_diff": (a - b).abs().max().item(),
         "out_max_abs": b.abs().max().item(),
     }
@@ -240,9 +254,9 @@ def main() -> None:
     report(f"# CPU benchmark ({machine})\n")
     report(
         "| config | size | reference s | ours s | ratio | paired ratios | target | max abs diff | output max "
-        "| GFLOP ref / ours | GFLOP/s ref / ours |"
+        "| GFLOP ref / ours | GFLOP/s ref / ours | page faults per run ref / ours |"
     )
-    report("|---|---|---|---|---|---|---|---|---|---|---|")
+    report("|---|---|---|---|---|---|---|---|---|---|---|---|")
     results: dict[str, Any] = {"machine": machine, "cases": {}}
     for case in cases:
         size = CASES[case][2]
@@ -255,7 +269,8 @@ def main() -> None:
             f"| {case} | {size} | {r['ref_s']:.3f} | {r['ours_s']:.3f} | {ratio:.2f} "
             f"| {r['paired_ratio_min']:.2f} to {r['paired_ratio_max']:.2f} | {TARGETS[case]} "
             f"| {r['max_abs_diff']:.1e} | {r['out_max_abs']:.2f} | {flops['ref']:.1f} / {flops['ours']:.1f} "
-            f"| {flops['ref'] / r['ref_s']:.0f} / {flops['ours'] / r['ours_s']:.0f} |"
+            f"| {flops['ref'] / r['ref_s']:.0f} / {flops['ours'] / r['ours_s']:.0f} "
+            f"| {r['ref_faults']:.0f} / {r['ours_faults']:.0f} |"
         )
     rates = machine_rates()
     results["machine_gflops"] = rates
