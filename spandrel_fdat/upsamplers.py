@@ -218,43 +218,55 @@ def nearest_conv_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
     return phases
 
 
+def _taps(conv: nn.Conv2d) -> Tensor:
+    """A 3x3 conv's weight as (9 * C_out, C_in) rows ordered (ky, kx, C_out)."""
+    return conv.weight.permute(2, 3, 0, 1).reshape(9 * conv.out_channels, -1)
+
+
 def conv_phases(phases: Phases, h: int, w: int, conv: nn.Conv2d) -> Tensor:
     """A 3x3 conv with padding 1 of the image given by its h x w phases, as a (B, C_out, fh, fw)
     image; the full-resolution input is never formed. For few output channels (the last conv).
 
-    Each input phase is multiplied by all 9 taps at once; an output pixel sums 9 of those
-    products, each from the phase and neighbour (offset -1, 0 or 1) its tap falls on.
+    Each input phase is multiplied by all 9 taps at once (`_sum_taps` adds up the products).
     """
-    factor, first = len(phases), phases[0][0].full
-    b, c_out = first.shape[0], conv.out_channels
-    work = torch.promote_types(first.dtype, torch.float32)  # 9 terms summed in at least fp32
-    taps = conv.weight.permute(2, 3, 0, 1).reshape(9 * c_out, -1)  # rows (ky, kx, C_out)
+    first = phases[0][0].full
+    b, taps = first.shape[0], _taps(conv)
 
     def products(phase: Phase) -> Tensor:
-        """(B, 3, 3, C_out, h + 2, w + 2): the phase's pixels times every tap, zero-padded by one."""
+        """(B, 9 C_out, h, w): the phase's pixels times every tap."""
         full = phase.full
         planes = torch.matmul(taps, full.reshape(b, -1, full.shape[-1]).transpose(1, 2))  # (B, 9 C_out, H'W')
-        planes = planes.view(b, 9 * c_out, full.shape[1], full.shape[2])
-        planes = planes[:, :, phase.top : phase.top + h, phase.left : phase.left + w]
-        return F.pad(planes.to(work), (1, 1, 1, 1)).view(b, 3, 3, c_out, h + 2, w + 2)
+        planes = planes.view(b, -1, full.shape[1], full.shape[2])
+        return planes[:, :, phase.top : phase.top + h, phase.left : phase.left + w]
 
-    prods = [[products(p) for p in row] for row in phases]
-    bias = (conv.bias if conv.bias is not None else taps.new_zeros(c_out)).to(work).view(1, c_out, 1, 1)
+    return _sum_taps([[products(p) for p in row] for row in phases], conv.bias, first.dtype)
+
+
+def _sum_taps(products: list[list[Tensor]], bias: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """A 3x3 conv with padding 1 of a factor x factor-phased image, given each phase's pixels
+    times every tap, (B, 9 C_out, h, w) with rows (ky, kx, C_out): the (B, C_out, fh, fw) image.
+    Each output pixel sums 9 products, each from the phase and neighbour (offset -1, 0 or 1) its
+    tap falls on; outside the image the products are zero, the conv's padding."""
+    factor, first = len(products), products[0][0]
+    b, c_out, h, w = first.shape[0], first.shape[1] // 9, first.shape[2], first.shape[3]
+    work = torch.promote_types(first.dtype, torch.float32)  # 9 terms summed in at least fp32
+    padded = [[F.pad(p.to(work), (1, 1, 1, 1)).view(b, 3, 3, c_out, h + 2, w + 2) for p in row] for row in products]
+    acc0 = (bias if bias is not None else first.new_zeros(c_out)).to(work).view(1, c_out, 1, 1)
     out = []  # out[py][px]: (B, C_out, h, w)
     for py in range(factor):
         row = []
         for px in range(factor):
-            acc = bias
+            acc = acc0
             for ky in range(3):
                 qy, oy = (py + ky - 1) % factor, (py + ky - 1) // factor  # source phase and offset
                 for kx in range(3):
                     qx, ox = (px + kx - 1) % factor, (px + kx - 1) // factor
-                    acc = acc + prods[qy][qx][:, ky, kx, :, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
+                    acc = acc + padded[qy][qx][:, ky, kx, :, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
             row.append(acc)
         out.append(row)
     # (B, C_out, h, py, w, px): the output image, NCHW
     image = torch.stack([torch.stack(row, dim=-1) for row in out], dim=3)
-    return image.view(b, c_out, factor * h, factor * w).to(first.dtype)
+    return image.view(b, c_out, factor * h, factor * w).to(dtype)
 
 
 def interleave(phases: Phases, h: int, w: int) -> Tensor:
@@ -294,16 +306,90 @@ def _to_image(layers: list[nn.Module]) -> bool:
     )
 
 
-def nearest_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[nn.Module]) -> Tensor:
-    """`_to_image` layers after conv(nearest upsampling of x), all on the output phases: the
-    full-resolution image is formed only at the last conv's few channels."""
-    phases = nearest_conv_phases(x, factor, conv)
-    h, w = x.shape[-2:]
+def shuffle_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
+    """pixel_shuffle(conv(x), factor) as its output phases, none of them copied.
+
+    pixel_shuffle moves channel c * f^2 + i * f + j to pixel (f * y + i, f * x + j): with the
+    conv's output channels reordered to (i, j, c), phase (i, j) is a run of adjacent channels.
+    """
+    f2 = factor * factor
+    c = conv.out_channels // f2
+    weight = conv.weight.unflatten(0, (c, f2)).transpose(0, 1).flatten(0, 1)
+    bias = None if conv.bias is None else conv.bias.view(c, f2).t().flatten()
+    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    cells = out.permute(0, 2, 3, 1).unflatten(-1, (factor, factor, c))  # (B, H, W, i, j, C)
+    return [[Phase(cells[:, :, :, i, j], 0, 0) for j in range(factor)] for i in range(factor)]
+
+
+def _phases_to_image(phases: Phases, h: int, w: int, layers: list[nn.Module]) -> Tensor:
+    """`_to_image` layers on an image given by its h x w phases: the full-resolution image is
+    formed only at the last conv's few channels."""
     *acts, last = layers
     for act in acts:  # elementwise: on each phase's whole tensor, border included
         phases = [[p._replace(full=act(p.full)) for p in row] for row in phases]
     assert isinstance(last, nn.Conv2d)
     return conv_phases(phases, h, w, last)
+
+
+def nearest_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[nn.Module]) -> Tensor:
+    """`_to_image` layers after conv(nearest upsampling of x), all on the output phases."""
+    return _phases_to_image(nearest_conv_phases(x, factor, conv), x.shape[-2], x.shape[-1], layers)
+
+
+def shuffle_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[nn.Module]) -> Tensor:
+    """`_to_image` layers after pixel_shuffle(conv(x)), all on the shuffle's phases: the
+    shuffled image is never formed.
+
+    With no activation in between, the last conv's taps fold into `conv` itself: each phase's
+    products with the 9 taps come straight from one conv of x (at x2 from 64 channels to 3,
+    108 output channels instead of 256, then no product).
+    """
+    h, w = x.shape[-2:]
+    if len(layers) > 1:
+        return _phases_to_image(shuffle_phases(x, factor, conv), h, w, layers)
+    (last,) = layers
+    assert isinstance(last, nn.Conv2d)
+    f2, work = factor * factor, torch.promote_types(x.dtype, torch.float32)  # fold in at least fp32
+    c = conv.out_channels // f2
+    taps = _taps(last).to(work)  # (9 C_out, C)
+    # conv's output channel c * f^2 + p (phase p = i * f + j) -> rows (p, ky, kx, C_out)
+    weight = torch.einsum("tc,cpk->ptk", taps, conv.weight.to(work).reshape(c, f2, -1))
+    weight = weight.reshape(-1, *conv.weight.shape[1:]).to(x.dtype)
+    bias = None if conv.bias is None else (taps @ conv.bias.to(work).view(c, f2)).t().flatten().to(x.dtype)
+    planes = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)  # (B, f^2 9 C_out, H, W)
+    per_phase = planes.chunk(f2, dim=1)
+    return _sum_taps([list(per_phase[i * factor : (i + 1) * factor]) for i in range(factor)], last.bias, x.dtype)
+
+
+def run_layers(layers: list[nn.Module], x: Tensor) -> Tensor:
+    """The layers in order, with two folds that give the same image with less work:
+    - nearest upsampling commutes with the LeakyReLU after it: that runs first, on fewer
+      pixels, and the upsampling folds into the next conv (`nearest_conv`);
+    - a last stage that ends in a conv to a few image channels stays in phases: after nearest
+      upsampling (`nearest_conv_to_image`) or a pixel shuffle (`shuffle_conv_to_image`).
+    """
+    i = 0
+    while i < len(layers):
+        layer, after = layers[i], layers[i + 1 : i + 2]
+        if isinstance(layer, nn.Upsample):
+            i += 1
+            while isinstance(layers[i], nn.LeakyReLU):
+                x, i = layers[i](x), i + 1
+            conv, rest = layers[i], layers[i + 1 :]
+            assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
+            factor = int(layer.scale_factor)
+            if _to_image(rest):
+                return nearest_conv_to_image(x, factor, conv, rest)
+            x = nearest_conv(x, factor, conv)
+        elif isinstance(layer, nn.Conv2d) and after and isinstance(after[0], nn.PixelShuffle):
+            shuffle, rest = after[0], layers[i + 2 :]
+            if _to_image(rest):
+                return shuffle_conv_to_image(x, shuffle.upscale_factor, layer, rest)
+            x = layer(x)
+        else:
+            x = layer(x)
+        i += 1
+    return x
 
 
 class UniUpsample(nn.Sequential):
@@ -350,26 +436,7 @@ class UniUpsample(nn.Sequential):
         self.register_buffer("MetaUpsample", torch.tensor(c.meta_upsample(), dtype=torch.uint8))
 
     def forward(self, x: Tensor) -> Tensor:
-        layers = list(self)
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            if isinstance(layer, nn.Upsample):
-                # Nearest upsampling commutes with the LeakyReLU after it: that runs first, on
-                # fewer pixels, and the upsampling folds into the next conv (`nearest_conv`).
-                i += 1
-                while isinstance(layers[i], nn.LeakyReLU):
-                    x, i = layers[i](x), i + 1
-                conv, rest = layers[i], layers[i + 1 :]
-                assert isinstance(conv, nn.Conv2d) and isinstance(layer.scale_factor, float)
-                factor = int(layer.scale_factor)
-                if _to_image(rest):  # the rest stays in phases (nearest+conv's last stage)
-                    return nearest_conv_to_image(x, factor, conv, rest)
-                x = nearest_conv(x, factor, conv)
-            else:
-                x = layer(x)
-            i += 1
-        return x
+        return run_layers(list(self), x)
 
 
 class LHANUpsample(nn.Module):
@@ -434,7 +501,7 @@ class StandaloneUpsample(nn.Module):
             self.body = nn.Sequential(_conv3(e, out * s * s), nn.PixelShuffle(s))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        return run_layers(list(self.body) if isinstance(self.body, nn.Sequential) else [self.body], x)
 
 
 def build_upsampler(config: FDATConfig) -> nn.Module:
