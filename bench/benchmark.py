@@ -108,30 +108,43 @@ def minor_faults() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_pair(ours: torch.nn.Module, ref: torch.nn.Module, size: int, repeats: int) -> dict[str, float]:
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    times: dict[str, list[float]] = {"ref": [], "ours": []}
-    faults: dict[str, list[float]] = {"ref": [], "ours": []}
+def time_pairs(
+    ours: torch.nn.Module, ref: torch.nn.Module, sizes: list[int], repeats: int
+) -> dict[int, dict[str, float]]:
+    """Per image size: median times, paired ratios, page faults and the outputs' difference.
+
+    Rounds go over every size in turn (reference, ours at one size, then the next size), so that
+    a drift of the machine's speed touches each size alike and ratios between sizes hold.
+    """
+    images = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(1)) for s in sizes}
+    times: dict[tuple[int, str], list[float]] = {(s, n): [] for s in sizes for n in ("ref", "ours")}
+    faults: dict[tuple[int, str], list[float]] = {key: [] for key in times}
+    results = {}
     with torch.inference_mode():
-        a, b = ours(x), ref(x)  # warm-up, and the outputs to compare
+        for s, x in images.items():  # warm-up, and the outputs to compare
+            a, b = ours(x), ref(x)
+            results[s] = {"max_abs_diff": (a - b).abs().max().item(), "out_max_abs": b.abs().max().item()}
+            del a, b
         for _ in range(repeats):
-            for name, model in (("ref", ref), ("ours", ours)):
-                before = minor_faults()
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
-                faults[name].append(minor_faults() - before)
-    paired = sorted(r / o for r, o in zip(times["ref"], times["ours"], strict=True))  # each run against its neighbour
-    return {
-        "ours_s": statistics.median(times["ours"]),
-        "ref_s": statistics.median(times["ref"]),
-        "paired_ratio_min": paired[0],
-        "paired_ratio_max": paired[-1],
-        "ours_faults": statistics.median(faults["ours"]),
-        "ref_faults": statistics.median(faults["ref"]),
-        "max_abs_diff": (a - b).abs().max().item(),
-        "out_max_abs": b.abs().max().item(),
-    }
+            for s, x in images.items():
+                for name, model in (("ref", ref), ("ours", ours)):
+                    before = minor_faults()
+                    start = time.perf_counter()
+                    model(x)
+                    times[s, name].append(time.perf_counter() - start)
+                    faults[s, name].append(minor_faults() - before)
+    for s in sizes:
+        # each reference run against the run of ours after it
+        paired = sorted(r / o for r, o in zip(times[s, "ref"], times[s, "ours"], strict=True))
+        results[s] |= {
+            "ours_s": statistics.median(times[s, "ours"]),
+            "ref_s": statistics.median(times[s, "ref"]),
+            "paired_ratio_min": paired[0],
+            "paired_ratio_max": paired[-1],
+            "ours_faults": statistics.median(faults[s, "ours"]),
+            "ref_faults": statistics.median(faults[s, "ref"]),
+        }
+    return results
 
 
 def gflop(model: torch.nn.Module, size: int) -> float:
@@ -261,7 +274,7 @@ def main() -> None:
     for case in cases:
         size = CASES[case][2]
         ours, ref = build_pair(case)
-        r = time_pair(ours, ref, size, repeats)
+        r = time_pairs(ours, ref, [size], repeats)[size]
         ratio = r["ref_s"] / r["ours_s"]
         flops = {"ref": gflop(ref, size), "ours": gflop(ours, size)}
         results["cases"][case] = {**r, "size": size, "ratio": ratio, "gflop": flops}
@@ -281,7 +294,7 @@ def main() -> None:
     case = "medium x2 transpose+conv"
     ours, ref = build_pair(case)
     sizes = [64, 128, 256, 384, 512]
-    sweep = {s: time_pair(ours, ref, s, max(2, repeats // 2)) for s in sizes}
+    sweep = time_pairs(ours, ref, sizes, max(2, repeats // 2))
     results["sweep"] = {str(s): v for s, v in sweep.items()}
     per_px = {s: (v["ours_s"] / s**2, v["ref_s"] / s**2) for s, v in sweep.items()}
     report(f"\n## Time per pixel, {case}\n\n| size | reference us/px | ours us/px | ratio |\n|---|---|---|---|")
