@@ -340,16 +340,21 @@ def shuffle_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[
     """`_to_image` layers after pixel_shuffle(conv(x)), all on the shuffle's phases: the
     shuffled image is never formed.
 
-    With no activation in between, the last conv's taps fold into `conv` itself: each phase's
-    products with the 9 taps come straight from one conv of x (at x2 from 64 channels to 3,
-    108 output channels instead of 256, then no product).
+    With no activation in between, the last conv's taps can fold into `conv` itself: each
+    phase's products with the 9 taps come straight from one conv of x. At x2 with 64 channels
+    to RGB that conv has 4 * 9 * 3 = 108 output channels instead of 256, and there is no full-
+    resolution conv; it is taken where it needs fewer multiplications (more than 8 channels per
+    output channel, about).
     """
     h, w = x.shape[-2:]
-    if len(layers) > 1:
-        return _phases_to_image(shuffle_phases(x, factor, conv), h, w, layers)
-    (last,) = layers
+    f2, last = factor * factor, layers[-1]
     assert isinstance(last, nn.Conv2d)
-    f2, work = factor * factor, torch.promote_types(x.dtype, torch.float32)  # fold in at least fp32
+    per_pixel = conv.weight[0].numel()  # C_in * k * k: multiplications per output channel
+    folded = per_pixel * f2 * 9 * last.out_channels
+    unfolded = per_pixel * conv.out_channels + 9 * conv.out_channels * last.out_channels
+    if len(layers) > 1 or folded >= unfolded:
+        return _phases_to_image(shuffle_phases(x, factor, conv), h, w, layers)
+    work = torch.promote_types(x.dtype, torch.float32)  # fold in at least fp32
     c = conv.out_channels // f2
     taps = _taps(last).to(work)  # (9 C_out, C)
     # conv's output channel c * f^2 + p (phase p = i * f + j) -> rows (p, ky, kx, C_out)
@@ -381,7 +386,7 @@ def run_layers(layers: list[nn.Module], x: Tensor) -> Tensor:
             if _to_image(rest):
                 return nearest_conv_to_image(x, factor, conv, rest)
             x = nearest_conv(x, factor, conv)
-        elif isinstance(layer, nn.Conv2d) and after and isinstance(after[0], nn.PixelShuffle):
+        elif isinstance(layer, nn.Conv2d) and layer.groups == 1 and after and isinstance(after[0], nn.PixelShuffle):
             shuffle, rest = after[0], layers[i + 2 :]
             if _to_image(rest):
                 return shuffle_conv_to_image(x, shuffle.upscale_factor, layer, rest)
