@@ -306,17 +306,24 @@ def _to_image(layers: list[nn.Module]) -> bool:
     )
 
 
-def shuffle_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
-    """pixel_shuffle(conv(x), factor) as its output phases, none of them copied.
-
-    pixel_shuffle moves channel c * f^2 + i * f + j to pixel (f * y + i, f * x + j): with the
-    conv's output channels reordered to (i, j, c), phase (i, j) is a run of adjacent channels.
-    """
+def _by_phase(conv: nn.Conv2d, factor: int) -> tuple[Tensor, Tensor | None]:
+    """The weight (f^2, C, C_in, k, k) and bias (f^2, C) of a conv before pixel_shuffle, by output
+    phase p = i * f + j: pixel_shuffle moves channel c * f^2 + p to pixel (f * y + i, f * x + j)."""
+    assert conv.groups == 1
     f2 = factor * factor
-    c = conv.out_channels // f2
-    weight = conv.weight.unflatten(0, (c, f2)).transpose(0, 1).flatten(0, 1)
-    bias = None if conv.bias is None else conv.bias.view(c, f2).t().flatten()
-    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    weight = conv.weight.unflatten(0, (-1, f2)).transpose(0, 1)
+    bias = None if conv.bias is None else conv.bias.view(-1, f2).t()
+    return weight, bias
+
+
+def shuffle_phases(x: Tensor, factor: int, conv: nn.Conv2d) -> Phases:
+    """pixel_shuffle(conv(x), factor) as its output phases, none of them copied: with the conv's
+    output channels reordered by phase, each phase is a run of adjacent channels."""
+    weight, bias = _by_phase(conv, factor)
+    c = weight.shape[1]
+    out = F.conv2d(
+        x, weight.flatten(0, 1), None if bias is None else bias.flatten(), conv.stride, conv.padding, conv.dilation
+    )
     cells = out.permute(0, 2, 3, 1).unflatten(-1, (factor, factor, c))  # (B, H, W, i, j, C)
     return [[Phase(cells[:, :, :, i, j], 0, 0) for j in range(factor)] for i in range(factor)]
 
@@ -355,13 +362,13 @@ def shuffle_conv_to_image(x: Tensor, factor: int, conv: nn.Conv2d, layers: list[
     if len(layers) > 1 or folded >= unfolded:
         return _phases_to_image(shuffle_phases(x, factor, conv), h, w, layers)
     work = torch.promote_types(x.dtype, torch.float32)  # fold in at least fp32
-    c = conv.out_channels // f2
     taps = _taps(last).to(work)  # (9 C_out, C)
-    # conv's output channel c * f^2 + p (phase p = i * f + j) -> rows (p, ky, kx, C_out)
-    weight = torch.einsum("tc,cpk->ptk", taps, conv.weight.to(work).reshape(c, f2, -1))
+    by_phase, by_phase_bias = _by_phase(conv, factor)
+    # rows (phase, ky, kx, C_out): each phase's conv followed by the taps
+    weight = torch.einsum("tc,pck->ptk", taps, by_phase.to(work).flatten(2))
     weight = weight.reshape(-1, *conv.weight.shape[1:]).to(x.dtype)
-    bias = None if conv.bias is None else (taps @ conv.bias.to(work).view(c, f2)).t().flatten().to(x.dtype)
-    planes = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)  # (B, f^2 9 C_out, H, W)
+    bias = None if by_phase_bias is None else (by_phase_bias.to(work) @ taps.t()).flatten().to(x.dtype)
+    planes = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)  # (B, f^2 9 C_out, H, W)
     per_phase = planes.chunk(f2, dim=1)
     return _sum_taps([list(per_phase[i * factor : (i + 1) * factor]) for i in range(factor)], last.bias, x.dtype)
 
