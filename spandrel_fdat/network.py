@@ -205,6 +205,12 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
+        if y.device.type == "cpu" and not _tracing():  # fp64 is fast on CPUs; exported graphs keep fp32
+            return self._statistics_from_moments(y)
+        return self._statistics_from_products(y)
+
+    def _statistics_from_products(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`statistics` from q and k themselves: one product per head."""
         b, c = y.shape[0], y.shape[-1]
         nh, hd = self.num_heads, c // self.num_heads
         # q's and k's weight rows reordered head by head, [q_0, k_0, q_1, k_1, ...], so that one
@@ -216,6 +222,23 @@ class ChannelAttention(nn.Module):
         products = per_head.transpose(-1, -2) @ per_head  # (B, heads, 2hd, 2hd)
         squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
+
+    def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`statistics` from y's second moments S = sum(y y^T) (C, C) in fp64, q and k never
+        formed: q^T k = Wq S Wk^T and |q_i|^2 = w_i S w_i^T. A third of the products' work.
+
+        fp64, because a q or k row that nearly cancels the features (LayerNorm's output has a
+        null direction) would lose its digits in an fp32 S; in fp64 they are more exact than q's own.
+        """
+        b, c = y.shape[0], y.shape[-1]
+        nh, hd = self.num_heads, c // self.num_heads
+        pixels = y.reshape(b, -1, c).double()  # (B, N, C)
+        moments = pixels.transpose(1, 2) @ pixels  # (B, C, C): S
+        del pixels
+        w = self.qkv.weight[: 2 * c].double()  # (2C, C): q's rows, then k's
+        rows = w @ moments  # (B, 2C, C)
+        gram = rows[:, :c].view(b, nh, hd, c) @ w[c:].view(nh, hd, c).transpose(1, 2)  # (B, heads, hd, hd)
+        return gram, (rows * w).sum(-1)
 
     def mixing(self, gram: Tensor, squares: Tensor) -> Tensor:
         """The (B, C, C) matrix M with proj(attn @ v) = y @ M + proj.bias.
