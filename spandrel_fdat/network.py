@@ -521,8 +521,7 @@ class FDAT(nn.Module):
         for group in self.groups:
             deep = group(deep, bands, buffers)
         del buffers
-        deep = self.conv_after(deep)
-        out = self.upsampler(deep + shallow)
+        out = self.upsampler(self.conv_after(deep).add_(shallow))  # conv_after's output is ours to write
         if c.unshuffle_mod:
             out = out[..., : h * c.scale, : w * c.scale]
         if c.layout == "lhan":
