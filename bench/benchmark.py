@@ -154,8 +154,13 @@ def gflop(model: torch.nn.Module, size: int) -> float:
     def addmm_flop(_: Any, a: tuple[int, int], b: tuple[int, int], *args: Any, **kwargs: Any) -> int:
         return 2 * a[0] * a[1] * b[1]
 
-    # In-place addmm_ (ours, one-band inference) is not in the counter's table.
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_flop})
+    def sdpa_flop(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...], *args: Any, **kwargs: Any) -> int:
+        return 2 * math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])  # q k^T, then attn v
+
+    # Not in the counter's table: in-place addmm_ (ours, one-band inference) and the CPU kernel of
+    # scaled_dot_product_attention (ours; the reference's window attention is matmuls).
+    mapping = {torch.ops.aten.addmm_: addmm_flop, torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.inference_mode(), counter:
         model(torch.rand(1, 3, size, size))  # the cases are RGB models
     return counter.get_total_flops() / 1e9
