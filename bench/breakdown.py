@@ -81,8 +81,8 @@ def classify(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
     if name in ("linalg_vector_norm", "norm"):  # the reference's F.normalize of q and k over the pixels
         return KINDS[1], 0.0
     if name == "scaled_dot_product_attention":
-        q, k = tensors[0], tensors[1]
-        return KINDS[3], 4 * math.prod(q.shape[:-1]) * k.shape[-2] * q.shape[-1]
+        q, k, v = tensors[:3]
+        return KINDS[3], 2 * math.prod(q.shape[:-1]) * k.shape[-2] * (q.shape[-1] + v.shape[-1])  # q k^T, attn v
     if name in ("softmax", "_softmax"):
         return KINDS[3], 0.0
     if name in ("layer_norm", "native_layer_norm"):
