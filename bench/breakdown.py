@@ -38,10 +38,6 @@ KINDS = [
 ]
 
 
-def _shape(t: Any) -> tuple[int, ...]:
-    return tuple(t.shape) if isinstance(t, torch.Tensor) else ()
-
-
 def _product_kind(a: torch.Tensor, b: torch.Tensor) -> str:
     """The kind of a matrix product a @ b by its shapes."""
     if a.dtype == torch.float64 or a.shape[-1] >= 1024:  # summed over the pixels: q^T k, S = y^T y
@@ -63,16 +59,14 @@ def classify(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
         return KINDS[0], 2 * math.prod(sizes.values())
     if name in ("mm", "addmm", "addmm_", "matmul", "bmm", "baddbmm"):
         a, b = tensors[-2], tensors[-1]  # addmm/baddbmm: (input, a, b)
-        return _product_kind(a, b), 2 * math.prod(_shape(out)) * a.shape[-1]
+        return _product_kind(a, b), 2 * out.numel() * a.shape[-1]
     if name in ("conv2d", "conv_transpose2d", "convolution"):
         x, w = tensors[0], tensors[1]
         transposed = name == "conv_transpose2d" or (name == "convolution" and bool(args[6]))
         at = 8 if name == "convolution" else 6
         groups = kwargs.get("groups", args[at] if len(args) > at else 1)
-        if transposed:  # weight (in, out / groups, kh, kw): every input pixel spreads over kh x kw outputs
-            flop = 2 * x.numel() * math.prod(w.shape[1:])
-        else:
-            flop = 2 * math.prod(_shape(out)) * math.prod(w.shape[1:])
+        # per output value, or per input value when transposed (weight (in, out / groups, kh, kw))
+        flop = 2 * (x if transposed else out).numel() * math.prod(w.shape[1:])
         if groups > 1 and w.shape[1] == 1:
             return KINDS[4], flop
         if w.shape[-1] == 1 and w.shape[-2] == 1:
