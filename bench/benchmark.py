@@ -84,6 +84,15 @@ def image_like_output(model: FDAT, spread: float = 0.25) -> None:
             last.bias.mul_(factor)
 
 
+def select_cases(parser: argparse.ArgumentParser, only: list[str] | None) -> list[str]:
+    """The configs whose name contains any of the `--only` texts (all configs for none); a parser
+    error that lists the configs where none matches."""
+    cases = [c for c in CASES if not only or any(text in c for text in only)]
+    if not cases:
+        parser.error(f"--only {' '.join(only or [])}: no config matches; the configs are {', '.join(CASES)}")
+    return cases
+
+
 def build_pair(case: str) -> tuple[FDAT, torch.nn.Module]:
     from spandrel.architectures.FDAT import FDAT as Reference
 
@@ -258,9 +267,7 @@ def main() -> None:
     if args.bands:
         _band_sizes(args.threads, args.repeats, args.out)
         return
-    cases = [c for c in CASES if not args.only or any(text in c for text in args.only)]
-    if not cases:
-        p.error(f"--only {' '.join(args.only)}: no config matches; the configs are {', '.join(CASES)}")
+    cases = select_cases(p, args.only)
     lines: list[str] = []
 
     def report(line: str = "") -> None:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from benchmark import CASES, build_pair
+from benchmark import CASES, build_pair, select_cases
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # The kinds of operation, in the table's order
@@ -151,10 +151,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    matches = [c for c in CASES if args.only in c]
-    if not matches:
-        p.error(f"--only {args.only}: no config matches; the configs are {', '.join(CASES)}")
-    case = matches[0]
+    case = select_cases(p, [args.only])[0]
     size = CASES[case][2]
     ours, ref = build_pair(case)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
