@@ -4,6 +4,7 @@
     python bench/benchmark.py --quick       # fewer repeats, no plot
     python bench/benchmark.py --bands       # ours at other band sizes (FDAT.band_pixels)
     python bench/benchmark.py --only light  # the table's light row alone, nothing written
+    python bench/benchmark.py --dtype bf16  # both models in bf16 (or fp16), against fp32
 
 Times are medians of alternating runs (reference, ours, reference, ...) at batch 1
 with `--threads` threads (2: this project's machines); "paired ratios" is the range of
@@ -11,7 +12,8 @@ each reference run's time over the next run of ours, which shows how much the ma
 drifted. "Page faults per run" is the median count of fresh memory pages a forward
 touched (minor faults; Unix only): kernel time that depends on the allocator's state,
 and so on what ran before in the process (see the README). Peak memory is the peak RSS
-of a fresh process that builds one model and runs one 512x512 image.
+of a fresh process that builds one model and runs one 512x512 image. The targets are fp32;
+`--dtype` prints a table of the configs in fp16 or bf16 instead (bench/gpu.py: the same on a GPU).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "light x2 nearest+conv": ("light", {"scale": 2, "upsampler_type": "nearest+conv"}, 101),
     "tiny x4 pixelshuffle": ("tiny", {"scale": 4, "upsampler_type": "pixelshuffle"}, 96),
 }
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TARGETS = {"medium x2 transpose+conv": 2.0, "light x2 nearest+conv": 1.7, "tiny x4 pixelshuffle": 1.4}
 
 
@@ -117,6 +121,32 @@ def minor_faults() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def time_rounds(
+    models: Mapping[str, Callable[[torch.Tensor], object]], images: dict[int, torch.Tensor], repeats: int
+) -> tuple[dict[tuple[int, str], list[float]], dict[tuple[int, str], list[float]]]:
+    """Seconds and page faults of every run, keyed (size, model name): in each round every size in
+    turn and, at each size, every model in turn (in the dict's order), so that a drift of the
+    machine's speed touches each model and size alike."""
+    times: dict[tuple[int, str], list[float]] = {(s, n): [] for s in images for n in models}
+    faults: dict[tuple[int, str], list[float]] = {key: [] for key in times}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for s, x in images.items():
+                for name, model in models.items():
+                    before = minor_faults()
+                    start = time.perf_counter()
+                    model(x)
+                    times[s, name].append(time.perf_counter() - start)
+                    faults[s, name].append(minor_faults() - before)
+    return times, faults
+
+
+def paired_ratios(ref_times: list[float], ours_times: list[float]) -> tuple[float, float]:
+    """The range of each reference run's time over the run of ours after it."""
+    paired = sorted(r / o for r, o in zip(ref_times, ours_times, strict=True))
+    return paired[0], paired[-1]
+
+
 def time_pairs(
     ours: torch.nn.Module, ref: torch.nn.Module, sizes: list[int], repeats: int
 ) -> dict[int, dict[str, float]]:
@@ -126,34 +156,71 @@ def time_pairs(
     a drift of the machine's speed touches each size alike and ratios between sizes hold.
     """
     images = {s: torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(1)) for s in sizes}
-    times: dict[tuple[int, str], list[float]] = {(s, n): [] for s in sizes for n in ("ref", "ours")}
-    faults: dict[tuple[int, str], list[float]] = {key: [] for key in times}
     results = {}
     with torch.inference_mode():
         for s, x in images.items():  # warm-up, and the outputs to compare
             a, b = ours(x), ref(x)
             results[s] = {"max_abs_diff": (a - b).abs().max().item(), "out_max_abs": b.abs().max().item()}
             del a, b
-        for _ in range(repeats):
-            for s, x in images.items():
-                for name, model in (("ref", ref), ("ours", ours)):
-                    before = minor_faults()
-                    start = time.perf_counter()
-                    model(x)
-                    times[s, name].append(time.perf_counter() - start)
-                    faults[s, name].append(minor_faults() - before)
+    times, faults = time_rounds({"ref": ref, "ours": ours}, images, repeats)
     for s in sizes:
-        # each reference run against the run of ours after it
-        paired = sorted(r / o for r, o in zip(times[s, "ref"], times[s, "ours"], strict=True))
+        low, high = paired_ratios(times[s, "ref"], times[s, "ours"])
         results[s] |= {
             "ours_s": statistics.median(times[s, "ours"]),
             "ref_s": statistics.median(times[s, "ref"]),
-            "paired_ratio_min": paired[0],
-            "paired_ratio_max": paired[-1],
+            "paired_ratio_min": low,
+            "paired_ratio_max": high,
             "ours_faults": statistics.median(faults[s, "ours"]),
             "ref_faults": statistics.median(faults[s, "ref"]),
         }
     return results
+
+
+def psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR of a against ref in dB, the peak being ref's range."""
+    mse = (a.float() - ref.float()).pow(2).mean().item()
+    peak = (ref.max() - ref.min()).item()
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def _taking(model: torch.nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model, run on its input cast to dtype (the cast is timed with it, as a user runs it)."""
+    return lambda x: model(x.to(dtype))
+
+
+def dtype_table(cases: list[str], dtype_name: str, repeats: int, report: Callable[[str], None]) -> dict[str, Any]:
+    """Ours and the reference both in a lower precision on the CPU, with ours in fp32 timed in the
+    same rounds: the speed-up over the reference, over fp32, and the outputs against fp32."""
+    dtype = DTYPES[dtype_name]
+    report(
+        f"| config | size | reference {dtype_name} s | ours {dtype_name} s | ratio | paired ratios | ours fp32 s "
+        f"| ours fp32 / {dtype_name} | PSNR vs fp32 ref / ours (dB) | max abs vs fp32 ref / ours | finite ref / ours |"
+    )
+    report("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows: dict[str, Any] = {}
+    for case in cases:
+        size = CASES[case][2]
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+        ours32, _ = build_pair(case)
+        ours, ref = (model.to(dtype) for model in build_pair(case))
+        with torch.inference_mode():  # warm-up, and the outputs to compare
+            base = ours32(x)
+            outs = {"ref": ref(x.to(dtype)).float(), "ours": ours(x.to(dtype)).float()}
+        runs = {"ref": _taking(ref, dtype), "ours": _taking(ours, dtype), "fp32": _taking(ours32, torch.float32)}
+        times, _ = time_rounds(runs, {size: x}, repeats)
+        t = {name: statistics.median(times[size, name]) for name in runs}
+        low, high = paired_ratios(times[size, "ref"], times[size, "ours"])
+        p = {name: psnr(out, base) for name, out in outs.items()}
+        m = {name: (out - base).abs().max().item() for name, out in outs.items()}
+        f = {name: bool(out.isfinite().all()) for name, out in outs.items()}
+        rows[case] = {"size": size, "seconds": t, "paired_ratios": [low, high]}
+        rows[case] |= {"psnr_vs_fp32": p, "max_abs_vs_fp32": m, "finite": f}
+        report(
+            f"| {case} | {size} | {t['ref']:.3f} | {t['ours']:.3f} | {t['ref'] / t['ours']:.2f} | {low:.2f} to {high:.2f} "
+            f"| {t['fp32']:.3f} | {t['fp32'] / t['ours']:.2f} | {p['ref']:.1f} / {p['ours']:.1f} "
+            f"| {m['ref']:.1e} / {m['ours']:.1e} | {f['ref']} / {f['ours']} |"
+        )
+    return rows
 
 
 def gflop(model: torch.nn.Module, size: int) -> float:
@@ -256,6 +323,12 @@ def main() -> None:
         metavar="TEXT",
         help="time only the configs whose name contains TEXT (repeatable); no sweep, plot or files",
     )
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="fp32",
+        help="fp16/bf16: both models in that dtype, ours in fp32 timed beside them; no sweep or plot",
+    )
     p.add_argument("--peak-rss", choices=["ours", "ref"], help=argparse.SUPPRESS)
     p.add_argument("--case", default="medium x2 transpose+conv", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=512, help=argparse.SUPPRESS)
@@ -276,6 +349,15 @@ def main() -> None:
 
     repeats = 3 if args.quick else args.repeats
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    if args.dtype != "fp32":
+        report(f"# CPU benchmark in {args.dtype} ({machine})\n")
+        rows = dtype_table(cases, args.dtype, repeats, report)
+        if not (args.quick or args.only):
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"cpu_{args.dtype}.json").write_text(json.dumps({"machine": machine, "cases": rows}, indent=2))
+            command = f"`python bench/benchmark.py --dtype {args.dtype} --repeats {repeats}`"
+            (args.out / f"cpu_{args.dtype}.md").write_text("\n".join([*lines, "", command, ""]))
+        return
     report(f"# CPU benchmark ({machine})\n")
     report(
         "| config | size | reference s | ours s | ratio | paired ratios | target | max abs diff | output max "

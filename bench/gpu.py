@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchmark import CASES, build_pair
+from benchmark import CASES, build_pair, psnr
 
 EXTRA_CASES: dict[str, tuple[str, dict[str, Any], int]] = {
     "medium x4 dysample": ("medium", {"scale": 4, "upsampler_type": "dysample"}, 128),
@@ -52,12 +51,6 @@ def cuda_time(fn: Any, x: torch.Tensor, repeats: int = 20) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / 1000)
     return statistics.median(times)
-
-
-def psnr(a: torch.Tensor, ref: torch.Tensor) -> float:
-    mse = (a.float() - ref.float()).pow(2).mean().item()
-    peak = (ref.max() - ref.min()).item()
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
 
 
 def main() -> None:
