@@ -1,7 +1,9 @@
-"""bench/'s FLOP counts: the benchmark's totals (torch's FlopCounterMode plus the operations its table
-lacks) and bench/breakdown.py's counts by kind of operation agree, for ours and for the reference.
+"""bench/'s helpers. FLOP counts: the benchmark's totals (torch's FlopCounterMode plus the operations
+its table lacks) and bench/breakdown.py's counts by kind of operation agree, for ours and for the
+reference. Timing: the models take turns in every round. The fp16/bf16 table: both models in the
+dtype, held against ours in fp32.
 
-The two count differently (torch's table of aten ops; breakdown's own formulas from shapes), so
+The two FLOP counts differ in method (torch's table of aten ops; breakdown's own formulas from shapes), so
 an operation that one of them misses shows as a difference: the benchmark once left out
 scaled_dot_product_attention's CPU kernel, 6 of medium x2's 110 GFLOP.
 """
