@@ -13,7 +13,8 @@ drifted. "Page faults per run" is the median count of fresh memory pages a forwa
 touched (minor faults; Unix only): kernel time that depends on the allocator's state,
 and so on what ran before in the process (see the README). Peak memory is the peak RSS
 of a fresh process that builds one model and runs one 512x512 image. The targets are fp32;
-`--dtype` prints a table of the configs in fp16 or bf16 instead (bench/gpu.py: the same on a GPU).
+`--dtype` times the configs in fp16 or bf16 instead, written to results/cpu_<dtype>.md unless
+`--only` or `--quick` (bench/gpu.py: the same on a GPU).
 """
 
 from __future__ import annotations
@@ -337,6 +338,8 @@ def main() -> None:
     if args.peak_rss:
         _peak_rss_child(args.peak_rss, args.case, args.size)
         return
+    if args.bands and args.dtype != "fp32":
+        p.error("--bands times fp32 only; leave out --dtype")
     if args.bands:
         _band_sizes(args.threads, args.repeats, args.out)
         return
