@@ -20,6 +20,7 @@ of a fresh process that builds one model and runs one 512x512 image. The targets
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -202,8 +203,8 @@ def dtype_table(cases: list[str], dtype_name: str, repeats: int, report: Callabl
     for case in cases:
         size = CASES[case][2]
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-        ours32, _ = build_pair(case)
-        ours, ref = (model.to(dtype) for model in build_pair(case))
+        ours32, ref = build_pair(case)
+        ours, ref = copy.deepcopy(ours32).to(dtype), ref.to(dtype)
         with torch.inference_mode():  # warm-up, and the outputs to compare
             base = ours32(x)
             outs = {"ref": ref(x.to(dtype)).float(), "ours": ours(x.to(dtype)).float()}
@@ -415,6 +416,16 @@ def main() -> None:
     _plot(per_px, case, machine, args.out / "time_per_pixel.png")
 
 
+def _with_bands(model: FDAT, pixels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model, run with `band_pixels` set to pixels."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        model.band_pixels = pixels
+        return model(x)
+
+    return run
+
+
 def _band_sizes(threads: int, repeats: int, out: Path) -> None:
     """Ours at several `band_pixels` (0: the whole image as one band), alternating, medians."""
     case = "medium x2 transpose+conv"
@@ -423,20 +434,14 @@ def _band_sizes(threads: int, repeats: int, out: Path) -> None:
     lines = [f"# Band sizes, {case}, {threads} threads, torch {torch.__version__}", ""]
     lines += ["| size | " + " | ".join(f"{p or 'whole'} s" for p in choices) + " |", "|---" * (len(choices) + 1) + "|"]
     print("\n".join(lines), flush=True)
-    with torch.inference_mode():
-        for size in (128, 256, 512):
-            x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-            times: dict[int, list[float]] = {p: [] for p in choices}
-            for i in range(max(2, repeats // 2) + 1):
-                for p in choices:
-                    ours.band_pixels = p
-                    start = time.perf_counter()
-                    ours(x)
-                    if i:  # the first round warms up
-                        times[p].append(time.perf_counter() - start)
-            line = f"| {size} | " + " | ".join(f"{statistics.median(times[p]):.3f}" for p in choices) + " |"
-            print(line, flush=True)
-            lines.append(line)
+    runs = {str(p): _with_bands(ours, p) for p in choices}
+    for size in (128, 256, 512):
+        image = {size: torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))}
+        time_rounds(runs, image, 1)  # warm-up
+        times, _ = time_rounds(runs, image, max(2, repeats // 2))
+        line = f"| {size} | " + " | ".join(f"{statistics.median(times[size, str(p)]):.3f}" for p in choices) + " |"
+        print(line, flush=True)
+        lines.append(line)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bands.md").write_text(
         "\n".join([*lines, "", f"`python bench/benchmark.py --bands --repeats {repeats}`", ""])
