@@ -36,9 +36,15 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def _graph() -> bool:
+    """True while any graph is built (tracing, export, torch.compile): the plain out-of-place forms,
+    which graphs take apart faster than in-place writes through views."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _eager_inference() -> bool:
-    """No autograd and no traced graph: in-place and band-wise shortcuts are allowed."""
-    return not torch.is_grad_enabled() and not _tracing()
+    """No autograd and no graph: in-place and band-wise shortcuts are allowed."""
+    return not torch.is_grad_enabled() and not _graph()
 
 
 def _gelu(x: Tensor) -> Tensor:
@@ -125,7 +131,7 @@ def _windows(x: Tensor, ws: int) -> Tensor:
     b, h, w, c = x.shape
     pad_b, pad_r = -h % ws, -w % ws
     hw, ww = (h + pad_b) // ws, (w + pad_r) // ws
-    if _tracing():  # traced sizes: pad, then partition
+    if _graph():  # pad, then partition
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         return x.view(b, hw, ws, ww, ws, c).transpose(2, 3).contiguous()
     win = x.new_empty(b, hw, ww, ws, ws, c)
@@ -160,7 +166,7 @@ class SpatialWindowAttention(nn.Module):
     def add_gated(self, out: Tensor, x: Tensor, gate: Tensor) -> Tensor:
         """out += self(x) * gate for out like x and a (B, 1, 1, C) gate; in eager mode read from
         the windows where they lie, with no copy back to image order."""
-        if _tracing():
+        if _graph():
             return out.addcmul_(self(x), gate)
         b, c = gate.shape[0], gate.shape[-1]
         for pixels, result in _window_pairs(out, self._attend(x)):
@@ -531,7 +537,7 @@ class FDAT(nn.Module):
 
     def bands_for(self, x: Tensor) -> tuple[Band, ...]:
         """The body's bands for input x: several only for CPU inference of large images, outside graphs."""
-        if not self.band_pixels or x.device.type != "cpu" or not _eager_inference() or torch.compiler.is_compiling():
+        if not self.band_pixels or x.device.type != "cpu" or not _eager_inference():
             return WHOLE
         u = self.config.unshuffle_factor if self.config.unshuffle_mod else 1
         h, w = -(-x.shape[-2] // u), -(-x.shape[-1] // u)  # the features' size

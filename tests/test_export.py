@@ -80,6 +80,25 @@ def test_torch_compile_has_no_graph_breaks_and_same_output(kwargs: dict[str, Any
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_compile_takes_the_graph_forms() -> None:
+    """Under torch.compile in inference, the network takes tracing's out-of-place forms: no
+    in-place GELU, no window partition written into a fresh tensor (they made compiling slower)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(gm: torch.fx.GraphModule, _: Any) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    model = build(**SMALL, upsampler_type="pixelshuffle", scale=2)
+    x = image(3, 13, 11)
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.compile(model, backend=record)(x), model(x), rtol=1e-5, atol=1e-5)
+    assert len(graphs) == 1
+    targets = {getattr(n.target, "__name__", str(n.target)) for n in graphs[0].graph.nodes if n.op != "placeholder"}
+    assert "gelu" in targets and "pad" in targets
+    assert not targets & {"gelu_", "new_empty", "addmm_"}
+
+
 def test_training_step_runs() -> None:
     """The inference-first module still trains: gradients reach the window bias and every used weight.
 
