@@ -44,6 +44,10 @@ class FDATNonFiniteWarning(UserWarning):
     """
 
 
+class FDATHalfOverflowWarning(UserWarning):
+    """An fp16 forward overflowed and was recomputed in bf16 or fp32 (once per model)."""
+
+
 def one_line(err: BaseException) -> str:
     """An exception's message on one line, at most 200 characters: for messages that quote it."""
     text = " ".join(str(err).split())

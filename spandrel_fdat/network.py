@@ -14,6 +14,7 @@ the whole image as one band.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -23,12 +24,15 @@ from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from .config import PRESETS, BlockType, FDATConfig, Layout, UpsamplerType
+from .errors import FDATHalfOverflowWarning
 from .upsamplers import build_upsampler
 
 # Feature pixels per band in CPU inference (`python bench/benchmark.py --bands` measures others).
 # Images of less than 1.5 times this many pixels are one band (measured: light x2 at 101x101 is
 # faster as one band, medium x2 at 128x128 as two).
 BAND_PIXELS = 8192
+# Pixels per partial sum of channel attention's statistics outside the CPU (see `_statistics_from_products`).
+STAT_CHUNK = 4096
 
 
 def _tracing() -> bool:
@@ -145,6 +149,11 @@ def _windows(x: Tensor, ws: int) -> Tensor:
     return win
 
 
+def _fused_head_pad(x: Tensor, head_dim: int) -> int:
+    """Zero channels to add to each attention head so that CUDA's fused SDPA kernels take it."""
+    return -head_dim % 8 if x.is_cuda and not _graph() else 0
+
+
 class SpatialWindowAttention(nn.Module):
     """Multi-head self-attention in non-overlapping ws x ws windows, with a learned bias per head."""
 
@@ -176,12 +185,20 @@ class SpatialWindowAttention(nn.Module):
     def _attend(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> the output windows in image order, (B, hw, ws, ww, ws, C), padding included."""
         b, c = x.shape[0], x.shape[-1]
-        ws, nh = self.ws, self.num_heads
+        ws, nh, hd = self.ws, self.num_heads, c // self.num_heads
+        w_qkv, w_proj = self.qkv.weight, self.proj.weight
+        # CUDA's fused attention kernels need a head dim that is a multiple of 8 (light's and
+        # medium's are 27 and 30); zero weight rows give q, k and v zero channels that change no
+        # dot product, and zero columns of proj drop them again.
+        pad = _fused_head_pad(x, hd)
+        if pad:
+            w_qkv = F.pad(w_qkv.view(3, nh, hd, c), (0, 0, 0, pad)).view(-1, c)
+            w_proj = F.pad(w_proj.view(c, nh, hd), (0, pad)).view(c, -1)
         # Each intermediate is as large as the image's features: each is dropped once used.
         win = _windows(x, ws)  # (B, hw, ww, ws, ws, C)
         hw = win.shape[1]
-        # q, k, v: strided (windows, heads, ws*ws, C/heads) views of one qkv tensor
-        q, k, v = self.qkv(win).view(-1, ws * ws, 3, nh, c // nh).permute(2, 0, 3, 1, 4).unbind(0)
+        # q, k, v: strided (windows, heads, ws*ws, hd + pad) views of one qkv tensor
+        q, k, v = F.linear(win, w_qkv).view(-1, ws * ws, 3, nh, hd + pad).permute(2, 0, 3, 1, 4).unbind(0)
         del win
         # A mask that needs no grad, expanded to (windows, heads, N, N), takes SDPA's fused CPU
         # kernel; one that requires grad falls back to the slower math path.
@@ -189,7 +206,7 @@ class SpatialWindowAttention(nn.Module):
         mask = bias.to(q.dtype).expand(q.shape[0], -1, -1, -1)
         heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         del q, k, v
-        out = self.proj(heads.transpose(1, 2).reshape(-1, ws * ws, c))  # (windows, ws*ws, C)
+        out = F.linear(heads.transpose(1, 2).reshape(-1, ws * ws, nh * (hd + pad)), w_proj, self.proj.bias)
         del heads
         return out.view(b, hw, -1, ws, ws, c).transpose(2, 3)
 
@@ -224,9 +241,18 @@ class ChannelAttention(nn.Module):
         # product per head, [q_h k_h]^T [q_h k_h], holds q_h^T k_h and the squared norms (its diagonal).
         w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)
         qk = F.linear(y.reshape(b, -1, c), w_qk)  # (B, N, 2C)
-        qk = qk.to(torch.promote_types(qk.dtype, torch.float32))
-        per_head = qk.view(b, -1, nh, 2 * hd).transpose(1, 2)  # (B, heads, N, 2hd)
-        products = per_head.transpose(-1, -2) @ per_head  # (B, heads, 2hd, 2hd)
+        dtype = torch.promote_types(qk.dtype, torch.float32)
+        # A product over all N pixels is one long reduction that a GPU runs on a few cores: sums
+        # over chunks of about STAT_CHUNK pixels run side by side, and are added after.
+        n = qk.shape[1]
+        chunks = 1 if _graph() else max(1, n // STAT_CHUNK)
+        size = n // chunks
+        main = qk[:, : chunks * size].view(b, chunks, size, nh, 2 * hd).permute(0, 3, 1, 2, 4)
+        main = main.to(dtype, memory_format=torch.contiguous_format)  # (B, heads, chunks, size, 2hd)
+        products = (main.transpose(-1, -2) @ main).sum(2)  # (B, heads, 2hd, 2hd)
+        if chunks * size < n:  # the last n % chunks pixels
+            rest = qk[:, chunks * size :].view(b, -1, nh, 2 * hd).transpose(1, 2).to(dtype)
+            products += rest.transpose(-1, -2) @ rest
         squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
 
@@ -502,6 +528,7 @@ class FDAT(nn.Module):
         self.conv_after = nn.Conv2d(e, e, 3, 1, 1, bias=False)
         self.upsampler = build_upsampler(config)
         self.band_pixels = BAND_PIXELS
+        self._warned_overflow = False
         self.apply(_init_weights)
 
     @classmethod
@@ -512,6 +539,30 @@ class FDAT(nn.Module):
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.num_in_ch or 0 in x.shape:
             raise ValueError(f"FDAT expects a (batch, {c.num_in_ch}, height, width) image tensor, got {list(x.shape)}")
+        out = self._forward(x)
+        if x.dtype == torch.float16 and not _graph() and not bool(torch.isfinite(out).all()):
+            return self._recompute_overflow(x, out)
+        return out
+
+    def _recompute_overflow(self, x: Tensor, out: Tensor) -> Tensor:
+        """An fp16 forward that gave inf or NaN from finite input overflowed fp16's range (65504):
+        run it again in bf16 (fp32's range) where the device has it, else fp32, and warn once."""
+        if not bool(torch.isfinite(x).all()):
+            return out  # NaN in, NaN out: not an overflow
+        safe = torch.bfloat16 if x.is_cuda and torch.cuda.is_bf16_supported() else torch.float32
+        if not self._warned_overflow:
+            self._warned_overflow = True
+            warnings.warn(
+                f"FDAT: the fp16 forward overflowed (inf/NaN in the output); recomputed in "
+                f"{str(safe).removeprefix('torch.')}. Run this model in bf16 or fp32 to skip the fp16 try",
+                FDATHalfOverflowWarning,
+                stacklevel=3,
+            )
+        tensors = {k: t.to(safe) if t.is_floating_point() else t for k, t in self.state_dict(keep_vars=True).items()}
+        return torch.func.functional_call(self, tensors, (x.to(safe),)).to(x.dtype)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        c = self.config
         h, w = x.shape[-2:]
         bands = self.bands_for(x)
         if len(bands) > 1 and x.shape[0] > 1:  # bands hold one image
