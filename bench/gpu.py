@@ -74,7 +74,7 @@ def engines() -> dict[str, Any]:
     except ImportError as e:
         info["onnxruntime"] = f"not importable: {e}"
     try:
-        import tensorrt  # type: ignore[import-not-found]
+        import tensorrt
 
         info["tensorrt"] = tensorrt.__version__
     except ImportError as e:
@@ -122,11 +122,13 @@ def attention_variants(size: int, dtype: torch.dtype, dev: torch.device) -> dict
     results: dict[str, float | str] = {}
 
     def run(backend: SDPBackend | None, tensors: list[torch.Tensor], attn_mask: torch.Tensor) -> Forward:
+        q, k, v = tensors
+
         def call(_: torch.Tensor) -> torch.Tensor:
             if backend is None:
-                return F.scaled_dot_product_attention(*tensors, attn_mask=attn_mask, scale=scale)
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
             with sdpa_kernel(backend):
-                return F.scaled_dot_product_attention(*tensors, attn_mask=attn_mask, scale=scale)
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
 
         return call
 
@@ -155,10 +157,13 @@ def attention_variants(size: int, dtype: torch.dtype, dev: torch.device) -> dict
 def scale_channel_qk(model: torch.nn.Module, factor: float) -> None:
     """Multiply q's and k's weights in every channel-attention block: the fp32 output is unchanged
     (q and k are L2-normalised over the pixels), but their sums over the pixels grow by factor**2."""
+    from spandrel_fdat.network import ChannelAttention
+
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("attn.qkv.weight") and f"{name.removesuffix('qkv.weight')}temp" in dict(model.named_parameters()):
-                p[: 2 * p.shape[1]].mul_(factor)
+        for attention in model.modules():
+            if isinstance(attention, ChannelAttention):
+                weight = attention.qkv.weight
+                weight[: 2 * weight.shape[1]].mul_(factor)
 
 
 def scale_residual(model: torch.nn.Module, factor: float) -> None:
@@ -169,7 +174,8 @@ def scale_residual(model: torch.nn.Module, factor: float) -> None:
         for key in ("conv_first.weight", "conv_first.bias", "conv_first.1.weight", "conv_first.1.bias"):
             if key in first:
                 first[key].mul_(factor)
-        convs = [m for m in model.upsampler.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+        upsampler = model.get_submodule("upsampler")
+        convs = [m for m in upsampler.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
         convs[0].weight.div_(factor)
 
 
@@ -180,8 +186,10 @@ def overflow_rows(case: str, w: int, h: int, dev: torch.device) -> list[dict[str
 
     rows = []
     x32 = photo(h, w, dev)
-    for label, scale in (("q, k x64 in channel blocks", lambda m: scale_channel_qk(m, 64.0)),
-                         ("residual stream x2^14", lambda m: scale_residual(m, 2.0**14))):
+    for label, scale in (
+        ("q, k x64 in channel blocks", lambda m: scale_channel_qk(m, 64.0)),
+        ("residual stream x2^14", lambda m: scale_residual(m, 2.0**14)),
+    ):
         ours, ref = build_pair(case)
         scale(ours)
         ours.half().float()  # fp32 from the weights fp16 holds: the difference is the forward's alone
@@ -194,14 +202,18 @@ def overflow_rows(case: str, w: int, h: int, dev: torch.device) -> list[dict[str
                 warnings.simplefilter("always")
                 out = ours(x32.half())
             ref_out = ref(x32.half())
-        rows.append({
-            "case": case, "size": f"{w}x{h}", "weights": label,
-            "fp32_max_abs_output": base.abs().max().item(),
-            "ref_finite": bool(torch.isfinite(ref_out).all()),
-            "ours_finite": bool(torch.isfinite(out).all()),
-            "ours_psnr_vs_fp32": psnr(out.float(), base),
-            "ours_warnings": [str(c.message)[:90] for c in caught],
-        })
+        rows.append(
+            {
+                "case": case,
+                "size": f"{w}x{h}",
+                "weights": label,
+                "fp32_max_abs_output": base.abs().max().item(),
+                "ref_finite": bool(torch.isfinite(ref_out).all()),
+                "ours_finite": bool(torch.isfinite(out).all()),
+                "ours_psnr_vs_fp32": psnr(out.float(), base),
+                "ours_warnings": [str(c.message)[:90] for c in caught],
+            }
+        )
         del ours, ref, out, ref_out, base
     return rows
 
@@ -242,7 +254,12 @@ def main() -> None:
         with torch.inference_mode():
             results["profile"] = {"ours": kernel_profile(ours, x0.half()), "reference": kernel_profile(ref, x0.half())}
         for who, rows in results["profile"].items():
-            md += [f"## Kernel profile, {who}, medium x2 fp16 {w0}x{h0}", "", "| kernel | ms | share | calls |", "|---|---|---|---|"]
+            md += [
+                f"## Kernel profile, {who}, medium x2 fp16 {w0}x{h0}",
+                "",
+                "| kernel | ms | share | calls |",
+                "|---|---|---|---|",
+            ]
             md += [f"| `{r['kernel']}` | {r['ms']:.2f} | {r['share']:.1%} | {r['calls']} |" for r in rows]
             md.append("")
         del ours, ref
@@ -256,11 +273,17 @@ def main() -> None:
     if "overflow" not in args.skip:
         w, h = sizes[-1]
         results["overflow"] = overflow_rows("light x2 nearest+conv", w, h, dev)
-        md += ["## fp16 with weights that overflow a naive fp16 forward", "",
-               "| config | size | weights | fp32 max abs output | finite (ref / ours) | ours PSNR vs fp32 dB | ours warned |",
-               "|---|---|---|---|---|---|---|"]
-        md += [f"| {r['case']} | {r['size']} | {r['weights']} | {r['fp32_max_abs_output']:.2f} | {r['ref_finite']} / {r['ours_finite']} "
-               f"| {r['ours_psnr_vs_fp32']:.1f} | {'; '.join(r['ours_warnings']) or 'no'} |" for r in results["overflow"]]
+        md += [
+            "## fp16 with weights that overflow a naive fp16 forward",
+            "",
+            "| config | size | weights | fp32 max abs output | finite (ref / ours) | ours PSNR vs fp32 dB | ours warned |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['case']} | {r['size']} | {r['weights']} | {r['fp32_max_abs_output']:.2f} | {r['ref_finite']} / {r['ours_finite']} "
+            f"| {r['ours_psnr_vs_fp32']:.1f} | {'; '.join(r['ours_warnings']) or 'no'} |"
+            for r in results["overflow"]
+        ]
         md.append("")
         save()
     if "table" in args.skip:

@@ -6,7 +6,13 @@ loads FDAT checkpoints of every known layout with this package's FDAT.
 
 from .arch import ARCH_ID, REGISTRY, SCALE_ENV, FDATArch, arch_support, install, load_model
 from .config import PRESETS, FDATConfig, expected_shapes
-from .errors import FDATCheckpointError, FDATFileError, FDATNonFiniteWarning, FDATScaleWarning
+from .errors import (
+    FDATCheckpointError,
+    FDATFileError,
+    FDATHalfOverflowWarning,
+    FDATNonFiniteWarning,
+    FDATScaleWarning,
+)
 from .export import export_onnx
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import (
@@ -31,6 +37,7 @@ __all__ = [
     "FDATCheckpointError",
     "FDATConfig",
     "FDATFileError",
+    "FDATHalfOverflowWarning",
     "FDATNonFiniteWarning",
     "FDATScaleWarning",
     "Inference",
