@@ -34,6 +34,11 @@ _WATCHED = frozenset({"spandrel", "spandrel_fdat"})
 _fdat_importing = 0  # > 0 while spandrel_fdat's own module body runs
 
 
+def _is_fdat(name: str) -> bool:
+    """spandrel_fdat or one of its modules (which import spandrel lazily, on first use)."""
+    return name == "spandrel_fdat" or name.startswith("spandrel_fdat.")
+
+
 class _RegisteringLoader:
     """The real loader of `spandrel` or `spandrel_fdat`, followed by the registration."""
 
@@ -52,7 +57,7 @@ class _RegisteringLoader:
 
     def exec_module(self, module: ModuleType) -> None:
         global _fdat_importing
-        is_fdat = self._name == "spandrel_fdat"
+        is_fdat = _is_fdat(self._name)
         if is_fdat:
             _fdat_importing += 1
         try:
@@ -65,7 +70,7 @@ class _RegisteringLoader:
             spec = getattr(module, "__spec__", None)
             if spec is not None and spec.loader is self:
                 spec.loader = self._loader
-        if _fdat_importing == 0:
+        if _fdat_importing == 0 and "spandrel" in sys.modules:  # spandrel_fdat alone imports no spandrel
             _register()
 
 
@@ -75,7 +80,7 @@ class _Finder:
     spandrel_fdat_autoload = True  # how another copy of this hook recognises it
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None, target: Any = None) -> ModuleSpec | None:
-        if fullname not in _WATCHED:
+        if fullname not in _WATCHED and not _is_fdat(fullname):
             return None
         for finder in sys.meta_path:
             if getattr(finder, "spandrel_fdat_autoload", False):

@@ -22,8 +22,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__, autoload, comfyui, upscale
-from .convert import DTYPES
+from . import __version__, autoload, comfyui
+
+# torch and spandrel are imported inside the commands that need them, so that --help,
+# --version, autoload and comfyui-node answer at once (bench/cli_startup.py).
 
 __all__ = ["main"]
 
@@ -31,6 +33,9 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 
 PROG = "spandrel-fdat"
 ERROR_EXIT = 2
+DTYPE_NAMES = ("fp32", "fp16", "bf16")  # the keys of convert.DTYPES
+DEFAULT_TILE = 512  # upscale.DEFAULT_TILE
+DEFAULT_OVERLAP = 32  # upscale.DEFAULT_OVERLAP
 _debug = False  # set by --debug: an error then prints its traceback before its line
 
 
@@ -94,7 +99,18 @@ class _OneLineErrors(click.Group):
 @click.version_option(version=__version__, prog_name=PROG, message="%(prog)s %(version)s")
 @DEBUG
 def main() -> None:
-    """FDAT for spandrel: host integration (autoload, ComfyUI)."""
+    """Load, inspect, upscale with and convert FDAT super-resolution checkpoints.
+
+    Every FDAT checkpoint layout loads, with the output of its own training code; hosts
+    (chaiNNer, ComfyUI, any program that imports spandrel) get FDAT through autoload or a
+    ComfyUI node.
+
+    \b
+    Examples:
+      spandrel-fdat upscale photo.png -o photo_x2.png
+      spandrel-fdat inspect 4x_model.pth
+      spandrel-fdat COMMAND --help
+    """
 
 
 SITE_DIR = click.option(
@@ -107,7 +123,12 @@ SITE_DIR = click.option(
 
 @main.group("autoload")
 def autoload_group() -> None:
-    """Register FDAT whenever a program of this Python environment imports spandrel (opt-in)."""
+    """Register FDAT whenever a program of this Python environment imports spandrel (opt-in).
+
+    \b
+    Example:
+      spandrel-fdat autoload enable && spandrel-fdat autoload status
+    """
 
 
 def _describe(status: autoload.AutoloadStatus) -> list[str]:
@@ -126,7 +147,12 @@ def _startup_note(status: autoload.AutoloadStatus) -> None:
 @autoload_group.command("enable")
 @SITE_DIR
 def autoload_enable(site_dir: Path | None) -> None:
-    """Install the start-up hook (idempotent)."""
+    """Install the start-up hook (idempotent).
+
+    \b
+    Example:
+      spandrel-fdat autoload enable
+    """
     before = autoload.autoload_status(site_dir)
     autoload.enable_autoload(site_dir)
     after = autoload.autoload_status(site_dir)
@@ -143,7 +169,12 @@ def autoload_enable(site_dir: Path | None) -> None:
 @autoload_group.command("disable")
 @SITE_DIR
 def autoload_disable(site_dir: Path | None) -> None:
-    """Remove the start-up hook."""
+    """Remove the start-up hook.
+
+    \b
+    Example:
+      spandrel-fdat autoload disable
+    """
     status = autoload.autoload_status(site_dir)
     if autoload.disable_autoload(site_dir):
         click.echo(f"autoload disabled in {status.site_dir}: removed its files")
@@ -154,6 +185,8 @@ def autoload_disable(site_dir: Path | None) -> None:
 
 
 def _registered() -> bool:
+    if "spandrel" not in sys.modules:  # nothing can have registered FDAT without importing spandrel
+        return False
     from spandrel import MAIN_REGISTRY
 
     from .arch import ARCH_ID, FDATArch
@@ -165,7 +198,12 @@ def _registered() -> bool:
 @autoload_group.command("status")
 @SITE_DIR
 def autoload_status(site_dir: Path | None) -> None:
-    """Show whether the start-up hook is installed."""
+    """Show whether the start-up hook is installed.
+
+    \b
+    Example:
+      spandrel-fdat autoload status
+    """
     status = autoload.autoload_status(site_dir)
     explanations = {
         "enabled": "enabled",
@@ -189,7 +227,12 @@ def autoload_status(site_dir: Path | None) -> None:
 @DEBUG
 @click.argument("path", type=click.Path(path_type=Path))
 def comfyui_node(path: Path) -> None:
-    """Write a ComfyUI custom-node folder at PATH that registers FDAT at ComfyUI's start-up."""
+    """Write a ComfyUI custom-node folder at PATH that registers FDAT at ComfyUI's start-up.
+
+    \b
+    Example:
+      spandrel-fdat comfyui-node ComfyUI/custom_nodes/spandrel-fdat
+    """
     init = comfyui.write_comfyui_node(path)
     folder = init.parent
     click.echo(f"wrote {init}")
@@ -209,7 +252,9 @@ SCALE = click.option(
 
 def _dtype_option(help_text: str) -> Callable[[FC], FC]:
     """`--dtype fp32|fp16|bf16` (default fp32), for the commands that take one."""
-    return click.option("--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True, help=help_text)
+    return click.option(
+        "--dtype", type=click.Choice(list(DTYPE_NAMES)), default="fp32", show_default=True, help=help_text
+    )
 
 
 def _warn(messages: Sequence[str]) -> None:
@@ -223,7 +268,13 @@ def _warn(messages: Sequence[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (keys documented in the README).")
 @SCALE
 def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
-    """Show what the FDAT checkpoint MODEL holds: layout, configuration, scale, dtypes, metadata."""
+    """Show what the FDAT checkpoint MODEL holds: layout, configuration, scale, dtypes, metadata.
+
+    \b
+    Examples:
+      spandrel-fdat inspect 4x_model.pth
+      spandrel-fdat inspect 4x_model.safetensors --json
+    """
     import json
 
     from .report import build_report, format_report
@@ -241,8 +292,14 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @SCALE
 def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force: bool, scale: int | None) -> None:
-    """Write the FDAT checkpoint MODEL as a clean OUT.safetensors (configuration in its metadata)."""
-    from .convert import convert_checkpoint
+    """Write the FDAT checkpoint MODEL as a clean OUT.safetensors (configuration in its metadata).
+
+    \b
+    Examples:
+      spandrel-fdat convert 4x_model.pth 4x_model.safetensors
+      spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.onnx
+    """
+    from .convert import DTYPES, convert_checkpoint
 
     result = convert_checkpoint(model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale)
     _warn(result.warnings)
@@ -274,7 +331,7 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
 @click.option(
     "--tile",
     type=click.IntRange(min=0),
-    default=upscale.DEFAULT_TILE,
+    default=DEFAULT_TILE,
     show_default=True,
     help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once.",
 )
@@ -282,7 +339,7 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    help=f"Overlap of neighbouring tiles in input pixels, at most half the tile [default: {upscale.DEFAULT_OVERLAP}].",
+    help=f"Overlap of neighbouring tiles in input pixels, at most half the tile [default: {DEFAULT_OVERLAP}].",
 )
 @_dtype_option("Precision the model runs in (fp16 on CPU works, but slowly).")
 @click.option(
@@ -304,7 +361,14 @@ def upscale_command(
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
+
+    \b
+    Examples:
+      spandrel-fdat upscale photo.png -o photo_x2.png
+      spandrel-fdat upscale shots/ more.jpg -m 4x_model.pth -o out/ --dtype fp16 --device cuda
     """
+    from . import upscale
+
     summary = upscale.upscale_files(
         inputs, output, model=model, tile=tile, overlap=overlap, dtype=dtype, device=device, force=force, scale=scale
     )
