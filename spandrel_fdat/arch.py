@@ -24,13 +24,20 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
-from .errors import FDATFileError, FDATNonFiniteWarning, FDATScaleWarning, one_line
+from .errors import (
+    SCALE_ENV,
+    FDATFileError,
+    FDATNonFiniteWarning,
+    FDATScaleWarning,
+    Interface,
+    current_interface,
+    one_line,
+    scale_warning_text,
+)
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import FDAT
 
 ARCH_ID = "spandrel_fdat.FDAT"
-SCALE_ENV = "SPANDREL_FDAT_SCALE"
-"""Environment variable: the scale to use for checkpoints that do not store it."""
 
 
 class FDATArch(Architecture[FDAT]):
@@ -40,20 +47,23 @@ class FDATArch(Architecture[FDAT]):
         super().__init__(id=ArchId(ARCH_ID), name="FDAT", detect=is_fdat_state_dict)
 
     def load(self, state_dict: StateDict) -> ImageModelDescriptor[FDAT]:
-        return self.load_with(state_dict, scale=_env_scale())
+        """spandrel's entry point (hosts): a guessed scale's warning names the environment variable."""
+        return self._load(state_dict, infer_config(state_dict, scale=_env_scale()), "host")
 
     def load_with(self, state_dict: StateDict, *, scale: int | None = None) -> ImageModelDescriptor[FDAT]:
         """`load`, with the scale to use where the checkpoint does not store it."""
-        return self.load_inferred(state_dict, infer_config(state_dict, scale=scale))
+        return self._load(state_dict, infer_config(state_dict, scale=scale), "python")
 
     def load_inferred(self, state_dict: StateDict, inference: Inference) -> ImageModelDescriptor[FDAT]:
         """The descriptor of a state dict `infer_config` has read; warns as `load` does."""
+        return self._load(state_dict, inference, "python")
+
+    def _load(self, state_dict: StateDict, inference: Inference, where: Interface) -> ImageModelDescriptor[FDAT]:
         if inference.scale_guessed:
             warnings.warn(
-                f"this FDAT checkpoint does not record its scale; loaded as x{inference.config.scale}. "
-                f"Choose with spandrel_fdat.load_model(path, scale=N) or the environment variable {SCALE_ENV}=N.",
+                scale_warning_text(inference.config.scale, current_interface(where)),
                 FDATScaleWarning,
-                stacklevel=4,  # the caller of `load` / `load_with`
+                stacklevel=4,  # the caller of `load_model` / `load_with`
             )
         descriptor = build_descriptor(state_dict, inference, self)
         non_finite = _non_finite(descriptor.model)

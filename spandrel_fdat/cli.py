@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import __version__, autoload, comfyui
+from .errors import interface
 
 # torch and spandrel are imported inside the commands that need them, so that --help,
 # --version, autoload and comfyui-node answer at once (bench/cli_startup.py).
@@ -75,9 +76,11 @@ class _OneLineErrors(click.Group):
         global _debug
         _debug = False
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
+            with interface("cli"):
+                return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            result = super().main(args, prog_name or PROG, complete_var, False, **extra)
+            with interface("cli"):  # messages name the command line's remedies (--scale N)
+                result = super().main(args, prog_name or PROG, complete_var, False, **extra)
         except click.UsageError as error:
             path = error.ctx.command_path if error.ctx is not None else PROG
             _fail(f"{error.format_message()} (see '{path} --help')", prefix=path)

@@ -7,7 +7,45 @@ hosts such as chaiNNer show nothing but the message, so it names what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Literal
+
+Interface = Literal["python", "cli", "host"]
+"""Where a user meets a message: Python (`load_model`), the command line, or a host (spandrel's loader)."""
+
+_interface: ContextVar[Interface | None] = ContextVar("spandrel_fdat_interface", default=None)
+
+SCALE_ENV = "SPANDREL_FDAT_SCALE"
+"""Environment variable: the scale to use for checkpoints that do not store it."""
+
+_SCALE_REMEDIES: dict[Interface, str] = {
+    "cli": "--scale N",
+    "python": "spandrel_fdat.load_model(path, scale=N)",
+    "host": f"the environment variable {SCALE_ENV}=N, set before the host starts",
+}
+
+
+@contextlib.contextmanager
+def interface(name: Interface) -> Iterator[None]:
+    """Within this block, messages name the remedies of `name` (the command line sets "cli")."""
+    token = _interface.set(name)
+    try:
+        yield
+    finally:
+        _interface.reset(token)
+
+
+def current_interface(default: Interface) -> Interface:
+    """The interface set by `interface()`, else `default` (the entry point's own)."""
+    return _interface.get() or default
+
+
+def scale_warning_text(scale: int, where: Interface) -> str:
+    """The FDATScaleWarning message, naming the remedy of the interface in use."""
+    return f"this FDAT checkpoint does not record its scale; loaded as x{scale}. Choose with {_SCALE_REMEDIES[where]}."
 
 
 class FDATCheckpointError(ValueError):

@@ -70,3 +70,38 @@ def test_top_level_help_lists_every_command() -> None:
     commands = out.split("Commands:")[1]
     for name in ("autoload", "comfyui-node", "convert", "inspect", "upscale"):
         assert f"  {name} " in commands
+
+
+LHAN_NC = Path(__file__).resolve().parent.parent / "fixtures" / "lhan_nearest_conv_x2.pth"
+
+
+def test_scale_warning_names_the_remedy_of_each_interface() -> None:
+    import warnings
+
+    import spandrel
+
+    import spandrel_fdat
+    from spandrel_fdat.cli import main
+
+    with pytest.warns(spandrel_fdat.FDATScaleWarning) as python:
+        spandrel_fdat.load_model(LHAN_NC)
+    assert "Choose with spandrel_fdat.load_model(path, scale=N)." in str(python[0].message)
+
+    registry = spandrel.ArchRegistry()
+    spandrel_fdat.install(registry)
+    with warnings.catch_warnings(record=True) as host:
+        warnings.simplefilter("always")
+        spandrel.ModelLoader(registry=registry).load_from_file(LHAN_NC)
+    messages = [str(w.message) for w in host if issubclass(w.category, spandrel_fdat.FDATScaleWarning)]
+    assert messages == [
+        "this FDAT checkpoint does not record its scale; loaded as x4. "
+        "Choose with the environment variable SPANDREL_FDAT_SCALE=N, set before the host starts."
+    ]
+
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["inspect", str(LHAN_NC)], standalone_mode=True)
+    assert "warning: this FDAT checkpoint does not record its scale; loaded as x4. Choose with --scale N." in (
+        result.output
+    )
+    assert "load_model" not in result.output

@@ -210,7 +210,9 @@ def test_scale_guessed_warns_and_tags(lhan_nearest: StateDict, monkeypatch: pyte
     assert len(record) == 1
     message = str(record[0].message)
     assert f"x{d.scale}" in message  # which scale was used
-    assert "scale=" in message and "load_model" in message and SCALE_ENV in message  # how to choose
+    assert f"{SCALE_ENV}=N" in message and "load_model" not in message  # spandrel's path: a host's remedy
+    with pytest.warns(FDATScaleWarning, match=r"Choose with spandrel_fdat\.load_model\(path, scale=N\)\."):
+        load_model(lhan_nearest)  # Python's remedy
     assert "scale-guessed" in d.tags and "lhan" in d.tags
     assert d(image(3, 4, 5)).shape[-2:] == (4 * d.scale, 5 * d.scale)
 
