@@ -24,6 +24,7 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
+from .decline import not_fdat_message
 from .errors import (
     SCALE_ENV,
     FDATFileError,
@@ -182,17 +183,14 @@ def load_model(
         try:
             state_dict = canonicalize_state_dict(dict(source))
         except (AttributeError, TypeError):  # spandrel's prefix removal calls str methods on every key
-            raise UnsupportedModelError(
-                "state dict is not an FDAT checkpoint (it has keys that are not strings)"
-            ) from None
+            raise UnsupportedModelError(not_fdat_message("state dict", source)) from None
     else:
         state_dict = _read_checkpoint(source, device)
         scale = scale if scale is not None else stored_scale(source)
     arch = FDATArch()
     if not arch.detect(state_dict):
-        raise UnsupportedModelError(
-            f"{source if not isinstance(source, Mapping) else 'state dict'} is not an FDAT checkpoint"
-        )
+        label = "state dict" if isinstance(source, Mapping) else f"FDAT file: {os.fspath(source)}"
+        raise UnsupportedModelError(not_fdat_message(label, state_dict))
     return arch.load_with(state_dict, scale=scale).to(device)
 
 

@@ -24,6 +24,7 @@ from spandrel import ImageModelDescriptor, UnsupportedModelError
 from .arch import ARCH_ID, FDATArch, _read_checkpoint, stored_scale
 from .config import FDATConfig
 from .convert import CONFIG_KEY, VERSION_KEY, parse_stored_config, read_metadata
+from .decline import not_fdat_message
 from .errors import FDATCheckpointError, FDATFileError
 from .inference import Inference, infer_config, is_fdat_state_dict
 from .network import FDAT
@@ -102,12 +103,7 @@ class NotFDATError(UnsupportedModelError, ValueError):
     """A readable checkpoint file that is not an FDAT network (spandrel's UnsupportedModelError)."""
 
     def __init__(self, path: Path, state_dict: Mapping[str, Any]) -> None:
-        keys = [str(k) for k in list(state_dict)[:3]]
-        sample = ", ".join(repr(k) for k in keys) + (", ..." if len(state_dict) > 3 else "")
-        super().__init__(
-            f"FDAT file: {path}: expected an FDAT checkpoint (keys conv_first, groups.N.blocks.N, conv_after, "
-            f"upsampler), found a state dict of {len(state_dict)} entries that is not FDAT ({sample or 'empty'})"
-        )
+        super().__init__(not_fdat_message(f"FDAT file: {path}", state_dict))
         self.path = str(path)
 
 

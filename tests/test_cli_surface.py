@@ -105,3 +105,74 @@ def test_scale_warning_names_the_remedy_of_each_interface() -> None:
         result.output
     )
     assert "load_model" not in result.output
+
+
+TFDAT_LINE = "not an FDAT checkpoint: it has flow_net.*, temporal_fuse.* (a TFDAT video checkpoint, not FDAT)"
+
+
+@pytest.fixture(scope="module")
+def tfdat_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from safetensors.torch import save_file
+    from test_decline import LOOKALIKES, real
+
+    path = tmp_path_factory.mktemp("tfdat") / "tfdat.safetensors"
+    sd = LOOKALIKES["tfdat-flow-temporal"](real())
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "{m}"],
+        ["upscale", "{img}", "-m", "{m}", "-o", "{out}/o.png"],
+        ["convert", "{m}", "{out}/c.safetensors"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_decline_names_the_keys_from_every_command(args: list[str], tfdat_file: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from spandrel_fdat.cli import main
+
+    image = Path(__file__).resolve().parent.parent / "examples" / "sample.png"
+    argv = [a.format(m=tfdat_file, img=image, out=tmp_path) for a in args]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"spandrel-fdat: error: FDAT file: {tfdat_file}: {TFDAT_LINE}"
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_decline_names_the_keys_from_load_model(tfdat_file: Path) -> None:
+    import spandrel
+
+    from spandrel_fdat import load_model
+
+    with pytest.raises(spandrel.UnsupportedModelError) as file_error:
+        load_model(tfdat_file)
+    assert str(file_error.value) == f"FDAT file: {tfdat_file}: {TFDAT_LINE}"
+    from safetensors.torch import load_file
+
+    with pytest.raises(spandrel.UnsupportedModelError) as dict_error:
+        load_model(load_file(str(tfdat_file)))
+    assert str(dict_error.value) == f"state dict: {TFDAT_LINE}"
+
+
+def test_every_known_lookalike_is_named() -> None:
+    from test_decline import LOOKALIKES, real
+
+    from spandrel_fdat.decline import decline_reason
+
+    for name, make in LOOKALIKES.items():
+        reason = decline_reason(make(real()))
+        family = name.split("-")[0]
+        expected = {
+            "tfdat": "(a TFDAT video checkpoint, not FDAT)",
+            "fdat": "an FDAT-RD checkpoint, not FDAT)",
+            "fastdat": "(a FastDAT prototype checkpoint, not FDAT)",
+        }.get(family, "(keys outside the FDAT layout)")
+        assert reason.endswith(expected), (name, reason)
+    assert decline_reason({}) == "the state dict is empty"
+    sd = real()
+    del sd["conv_after.weight"]
+    assert decline_reason(sd).startswith("it has no conv_after.weight")

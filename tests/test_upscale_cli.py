@@ -315,7 +315,7 @@ def test_an_output_folder_that_is_a_file(tmp_path: Path) -> None:
         (lambda p: p.write_bytes(b"\x80\x02garbage"), ("missing.pth", "corrupt")),
         (
             lambda p: torch.save({"conv.weight": torch.zeros(1, 1, 3, 3)}, p),
-            ("missing.pth", "is not an FDAT checkpoint"),
+            ("missing.pth", "not an FDAT checkpoint: it has conv.* (keys outside the FDAT layout)"),
         ),
     ],
 )
