@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import os
 import uuid
 import warnings
@@ -215,8 +214,11 @@ def check_outputs(output: Path, onnx: Path | None, *, force: bool) -> None:
 
 
 def check_onnx_available() -> None:
-    if importlib.util.find_spec("onnx") is None:
-        raise ValueError(f"--onnx needs the onnx package, which is not installed: {ONNX_INSTALL_HINT}")
+    """The install hint when the onnx package is missing or cannot be imported."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"--onnx needs the onnx package, which is not installed: {ONNX_INSTALL_HINT}") from err
 
 
 def convert_checkpoint(

@@ -176,3 +176,19 @@ def test_every_known_lookalike_is_named() -> None:
     sd = real()
     del sd["conv_after.weight"]
     assert decline_reason(sd).startswith("it has no conv_after.weight")
+
+
+def test_missing_onnx_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from spandrel_fdat import export_onnx, load_model
+    from spandrel_fdat.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(main, ["convert", str(LHAN_NC), str(out), "--onnx", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("pip install 'spandrel-fdat[onnx]'"), result.output
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ImportError, match=r"pip install 'spandrel-fdat\[onnx\]'"):
+        export_onnx(load_model(LHAN_NC, scale=2), tmp_path / "m.onnx")
