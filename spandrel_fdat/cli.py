@@ -187,9 +187,14 @@ def autoload_disable(site_dir: Path | None) -> None:
         click.echo(f"autoload was not enabled in {status.site_dir} (nothing to remove)")
 
 
+def _registered_line(hook_loaded: bool) -> str:
+    """Whether FDAT is in spandrel's registry here, without importing spandrel (which would take seconds)."""
+    if "spandrel" not in sys.modules:  # the hook registers FDAT as soon as spandrel is imported
+        return "yes, when spandrel is imported" if hook_loaded else "no"
+    return "yes" if _registered() else "no"
+
+
 def _registered() -> bool:
-    if "spandrel" not in sys.modules:  # nothing can have registered FDAT without importing spandrel
-        return False
     from spandrel import MAIN_REGISTRY
 
     from .arch import ARCH_ID, FDATArch
@@ -222,7 +227,7 @@ def autoload_status(site_dir: Path | None) -> None:
         for line in _describe(status):
             click.echo(line)
     click.echo(f"  hook loaded in this interpreter: {'yes' if status.loaded else 'no'}")
-    click.echo(f"  FDAT registered with spandrel in this interpreter: {'yes' if _registered() else 'no'}")
+    click.echo(f"  FDAT registered with spandrel in this interpreter: {_registered_line(status.loaded)}")
     _startup_note(status)
 
 
