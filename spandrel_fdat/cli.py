@@ -269,7 +269,11 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     "-m", "--model", type=click.Path(path_type=Path), default=None, help="FDAT checkpoint (default: the bundled x2)."
 )
 @click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder, or file for one image."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output file (one input, with an image extension) or folder (exists, ends with /, or several inputs).",
 )
 @click.option(
     "--tile",
@@ -289,24 +293,48 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     "--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="[default: cuda, else mps, else cpu]"
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped and count as failed).")
+@click.option("--resume", is_flag=True, help="Skip outputs that already exist (a stopped run goes on where it was).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Threads that read and that write around the model; 0: one image at a time.",
+)
 @SCALE
 def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
-    output: Path,
+    output: str,
     tile: int,
     overlap: int | None,
     dtype: str,
     device: str | None,
     force: bool,
+    resume: bool,
+    workers: int,
     scale: int | None,
 ) -> int:
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
 
+    -o is one file when it has an image extension and there is one input image; a folder when it
+    exists, ends with a path separator, or there are several inputs. An unknown extension
+    (e.g. .bmp) is an error. Images are read and written by --workers threads around the model.
+
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
     """
     summary = upscale.upscale_files(
-        inputs, output, model=model, tile=tile, overlap=overlap, dtype=dtype, device=device, force=force, scale=scale
+        inputs,
+        output,
+        model=model,
+        tile=tile,
+        overlap=overlap,
+        dtype=dtype,
+        device=device,
+        force=force,
+        resume=resume,
+        workers=workers,
+        scale=scale,
     )
     click.echo(summary.line())
     return 1 if summary.failed else 0
