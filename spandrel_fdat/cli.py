@@ -262,6 +262,26 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
         click.echo(f"wrote {result.onnx} (ONNX, float32, dynamic batch/height/width)")
 
 
+class _Tile(click.ParamType):
+    """`auto` or a whole number of pixels, at least 0."""
+
+    name = "auto|N"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            number = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not auto or a whole number", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative (0: the whole image)", param, ctx)
+        return number
+
+
+TILE = _Tile()
+
+
 @main.command("upscale")
 @DEBUG
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -277,10 +297,11 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
 )
 @click.option(
     "--tile",
-    type=click.IntRange(min=0),
+    type=TILE,
     default=upscale.DEFAULT_TILE,
     show_default=True,
-    help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once.",
+    help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once; "
+    "auto: the whole image when it fits in memory (exact), else the largest tile that fits.",
 )
 @click.option(
     "--overlap",
@@ -306,7 +327,7 @@ def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
     output: str,
-    tile: int,
+    tile: int | str,
     overlap: int | None,
     dtype: str,
     device: str | None,

@@ -42,7 +42,7 @@ def load_for_upscale(
     *,
     device: str | None = None,
     dtype: str = "fp32",
-    tile: int = DEFAULT_TILE,
+    tile: int | str = DEFAULT_TILE,
     overlap: int | None = None,
     scale: int | None = None,
     notes: list[str] | None = None,

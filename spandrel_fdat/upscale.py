@@ -32,6 +32,7 @@ from .arch import load_model
 from .channels import MODEL_CHANNELS, ChannelFit
 from .convert import DTYPES
 from .images import EXTENSIONS, FloatImage, encode_image, read_image, write_atomic
+from .memory import OVERHEAD, available_memory, bytes_per_pixel, fits, largest_tile
 from .models import default_model_path
 from .paths import Job, OutputPathError, collect_inputs, plan_outputs
 from .tiling import count_tiles, upscale_tiled
@@ -49,8 +50,8 @@ __all__ = [
     "upscale_files",
 ]
 
-DEFAULT_TILE = 512
-"""Tile side in input pixels (see bench/results/tiling.md for the PSNR, time and memory trade-off)."""
+DEFAULT_TILE = "auto"
+"""Untiled when the image fits in memory (exact), else the largest tile that fits (`memory`)."""
 DEFAULT_OVERLAP = 32
 """Overlap between neighbouring tiles, in input pixels."""
 
@@ -111,8 +112,10 @@ class Upscaler:
     descriptor: ImageModelDescriptor
     device: torch.device
     dtype: torch.dtype
-    tile: int  # 0: no tiling; else a multiple of `align`
+    tile: int  # 0: no tiling; else a multiple of `align` (auto: the largest tile that fits)
     overlap: int
+    auto: bool = False  # --tile auto: untiled when the image fits in `available`, else `tile`
+    available: int | None = None  # bytes free for the model when it was loaded (None: unknown)
 
     @classmethod
     def load(
@@ -121,7 +124,7 @@ class Upscaler:
         *,
         device: torch.device,
         dtype: str,
-        tile: int,
+        tile: int | str,
         overlap: int | None,
         notes: list[str],
         scale: int | None = None,
@@ -135,7 +138,9 @@ class Upscaler:
             if count not in MODEL_CHANNELS:
                 raise UpscaleError(f"-m {model}: the model has {count} {name} channels; upscale handles 1 to 4")
         notes.extend(check_dtype(dtype, descriptor, device))
-        return cls.from_descriptor(descriptor, device=device, dtype=DTYPES[dtype], tile=tile, overlap=overlap)
+        return cls.from_descriptor(
+            descriptor, device=device, dtype=DTYPES[dtype], tile=tile, overlap=overlap, notes=notes
+        )
 
     @classmethod
     def from_descriptor(
@@ -144,21 +149,62 @@ class Upscaler:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        tile: int,
+        tile: int | str,
         overlap: int | None,
+        notes: list[str] | None = None,
+        available: int | str | None = "measure",
     ) -> Upscaler:
         """Move the model to `device` and `dtype`; round `tile` up to whole windows; check `overlap`.
 
-        `overlap=None`: the default, or a quarter of a smaller tile.
+        `tile="auto"`: untiled when an image fits in the memory available (measured now, unless
+        `available` gives it in bytes), else the largest tile that fits (`memory`). An explicit
+        tile that does not fit gets a warning in `notes`. `overlap=None`: the default, or a
+        quarter of a smaller tile.
         """
         descriptor.model.to(device=device, dtype=dtype).eval()
         align = window_multiple(descriptor)
-        tile = 0 if tile == 0 else math.ceil(tile / align) * align
+        free = available_memory(device) if available == "measure" else available
+        assert not isinstance(free, str)
+        per_pixel = bytes_per_pixel(getattr(descriptor.model, "config", None))
+        auto = tile == "auto"
+        if isinstance(tile, str) and not auto:
+            raise UpscaleError(f"--tile {tile}: expected auto or a whole number of pixels")
+        if isinstance(tile, str):
+            tile = largest_tile(per_pixel, free, align)
+        else:
+            tile = 0 if tile == 0 else math.ceil(tile / align) * align
+            if tile and not fits(tile * tile, per_pixel, free) and notes is not None:
+                notes.append(
+                    f"warning: --tile {tile} needs about {_gb(tile * tile * per_pixel + OVERHEAD)} per tile, more than "
+                    f"the {_gb(free)} available could hold; --tile auto would take "
+                    f"{largest_tile(per_pixel, free, align)}"
+                )
         if overlap is None:
             overlap = min(DEFAULT_OVERLAP, tile // 4)
         elif tile and 2 * overlap > tile:
             raise UpscaleError(f"--overlap {overlap}: must be at most half the tile ({tile})")
-        return cls(descriptor, device, dtype, tile, overlap)
+        return cls(descriptor, device, dtype, tile, overlap, auto, free)
+
+    @property
+    def per_pixel(self) -> int:
+        """Peak bytes per input pixel of an untiled run (`memory.bytes_per_pixel`)."""
+        return bytes_per_pixel(getattr(self.descriptor.model, "config", None))
+
+    def tile_for(self, height: int, width: int) -> int:
+        """The tile side this image is run with (0: untiled)."""
+        if self.auto and fits(height * width, self.per_pixel, self.available):
+            return 0
+        return self.tile
+
+    def memory_warning(self, image: FloatImage) -> str | None:
+        """A warning line when this image is run untiled by request (--tile 0) and will not fit."""
+        pixels = image.height * image.width
+        if self.auto or self.tile or fits(pixels, self.per_pixel, self.available):
+            return None
+        return (
+            f"warning: --tile 0 needs about {_gb(pixels * self.per_pixel + OVERHEAD)} for this image, more than the "
+            f"{_gb(self.available)} available could hold; --tile auto tiles it"
+        )
 
     @property
     def align(self) -> int:
@@ -172,7 +218,8 @@ class Upscaler:
     def tiles(self, image: FloatImage) -> int:
         """Model calls for one image: tiles times passes (alpha on an RGB model is a second pass)."""
         passes = len(self.fit(image).inputs(image.colour, image.alpha))
-        return passes * count_tiles(image.height, image.width, self.tile, self.overlap, self.align)
+        tile = self.tile_for(image.height, image.width)
+        return passes * count_tiles(image.height, image.width, tile, self.overlap, self.align)
 
     def _run(self, tile: Tensor) -> Tensor:
         with torch.inference_mode():
@@ -184,7 +231,7 @@ class Upscaler:
             self._run,
             batch,
             scale=self.descriptor.scale,
-            tile=self.tile,
+            tile=self.tile_for(batch.shape[-2], batch.shape[-1]),
             overlap=self.overlap,
             align=self.align,
             on_tile=on_tile,
@@ -196,6 +243,10 @@ class Upscaler:
         results = [self.run_batch(batch, on_tile) for batch in fit.inputs(image.colour, image.alpha)]
         colour, alpha = fit.outputs(results)
         return FloatImage(colour, alpha, image.bit_depth, image.icc_profile)
+
+
+def _gb(size: float | None) -> str:
+    return "an unknown amount" if size is None else f"{size / 2**30:.1f} GB"
 
 
 def window_multiple(descriptor: ImageModelDescriptor) -> int:
@@ -262,7 +313,7 @@ def upscale_files(
     output: str | os.PathLike[str],
     *,
     model: Path | None = None,
-    tile: int = DEFAULT_TILE,
+    tile: int | str = DEFAULT_TILE,
     overlap: int | None = None,
     dtype: str = "fp32",
     device: str | None = None,
@@ -390,6 +441,9 @@ def _pipeline(
     from tqdm import tqdm
 
     def infer(image: FloatImage, job: Job) -> FloatImage:
+        warning = upscaler.memory_warning(image)
+        if warning is not None:
+            say(f"{job.source}: {warning}")
         begin = time.perf_counter()
         tiles = tqdm(
             total=upscaler.tiles(image),
