@@ -47,9 +47,7 @@ def descriptor(name: str) -> Any:
 def child(name: str, size: int, dtype: str) -> None:
     torch.manual_seed(0)
     d = descriptor(name)
-    up = Upscaler.from_descriptor(
-        d, device=torch.device("cpu"), dtype=getattr(torch, dtype), tile=0, overlap=None
-    )
+    up = Upscaler.from_descriptor(d, device=torch.device("cpu"), dtype=getattr(torch, dtype), tile=0, overlap=None)
     up.upscale(FloatImage(torch.rand(3, 32, 32), None, 8))
     before = rss_mb("VmRSS")
     up.upscale(FloatImage(torch.rand(3, size, size), None, 8))
