@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -408,6 +409,9 @@ def _reason(job: Job, err: Exception) -> str:
     return f"upscaling failed ({type(err).__name__}: {err})"  # from torch, e.g. out of memory
 
 
+_TIMINGS_LOCK = threading.Lock()
+
+
 def _decode(job: Job, timings: dict[str, float]) -> tuple[FloatImage, list[str]]:
     """Read one image; its warnings (e.g. Pillow's decompression-bomb warning) as lines."""
     begin = time.perf_counter()
@@ -415,14 +419,16 @@ def _decode(job: Job, timings: dict[str, float]) -> tuple[FloatImage, list[str]]
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ResourceWarning)  # a reader's unclosed file is not the user's business
         image = read_image(job.source)
-    timings["decode"] += time.perf_counter() - begin
+    with _TIMINGS_LOCK:
+        timings["decode"] += time.perf_counter() - begin
     return image, [" ".join(f"{job.source}: warning: {w.message}".split()) for w in caught]
 
 
 def _encode(result: FloatImage, job: Job, timings: dict[str, float]) -> None:
     begin = time.perf_counter()
     write_atomic(encode_image(result, job.target), job.target)
-    timings["encode"] += time.perf_counter() - begin
+    with _TIMINGS_LOCK:
+        timings["encode"] += time.perf_counter() - begin
 
 
 def _pipeline(
