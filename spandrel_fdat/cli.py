@@ -340,9 +340,16 @@ def upscale_command(
 
     -o is one file when it has an image extension and there is one input image; a folder when it
     exists, ends with a path separator, or there are several inputs. An unknown extension
-    (e.g. .bmp) is an error. Images are read and written by --workers threads around the model.
+    (e.g. .bmp), or one input and an -o with no extension, is an error. --tile auto runs each
+    image whole (exact) when it fits in memory, else in the largest tiles that fit. Images are
+    read and written by --workers threads around the model; --resume skips existing outputs.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
+
+    \b
+    Examples:
+      spandrel-fdat upscale photo.jpg -o photo_x2.png
+      spandrel-fdat upscale photos/ -o upscaled/ --resume
     """
     summary = upscale.upscale_files(
         inputs,
