@@ -1,11 +1,11 @@
 """Pipelined `upscale` against one image at a time: images per second, and where the time goes.
 
     python bench/pipeline.py                 # 200 crops of examples/sample.png, 64-256 px sides
-    python bench/pipeline.py --count 50 --workers 2 4
+    python bench/pipeline.py --count 50 --workers 2 4 0   # a last `0`: one at a time again, for drift
 
 Crops of mixed sizes (seeded) are written as PNG into a temporary folder; each run upscales the
 folder with the bundled x2 model (`--tile auto`, fp32, CPU) through `upscale.upscale_files`, the
-CLI's path, first with `--workers 0` (read, upscale, write in turn), then pipelined. Outputs are
+CLI's path, after a 4-image warm-up, first with `--workers 0` (read, upscale, write in turn), then pipelined. Outputs are
 checked byte-identical. decode / infer / encode are the seconds summed over the images (with
 threads they overlap, so they can add up to more than the wall time).
 """
@@ -54,6 +54,10 @@ def main() -> None:
         inputs = Path(tmp) / "in"
         inputs.mkdir()
         make_inputs(inputs, args.count, args.seed)
+        warm = Path(tmp) / "warm"
+        warm.mkdir()
+        make_inputs(warm, 4, args.seed + 1)
+        upscale_files([warm], Path(tmp) / "warm_out", workers=0, progress=False, device="cpu")  # lazy code, buffers
         base_rate = None
         reference: dict[str, bytes] = {}
         for workers in [0, *args.workers]:
