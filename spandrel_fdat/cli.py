@@ -298,7 +298,7 @@ TILE = _Tile()
 @click.option(
     "--tile",
     type=TILE,
-    default=upscale.DEFAULT_TILE,
+    default="auto",
     show_default=True,
     help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once; "
     "auto: the whole image when it fits in memory (exact), else the largest tile that fits.",

@@ -1,10 +1,11 @@
 """`spandrel-fdat upscale`: collect input images, name their outputs, upscale them, report.
 
 Inputs are image files (by extension: .png, .jpg, .jpeg, .webp, .tif, .tiff, any case) and
-folders (their image files, not their subfolders). The output is one file (exactly one input
-image; its extension picks the format) or a folder, created if missing, where each output keeps
-its input's file name. Every image goes through one path, tiled or not: read (`images`), fit to
-the model's channels (`channels`), run tile by tile (`tiling`; `tile=0` is one tile), write.
+folders (their image files, not their subfolders). Where outputs go is `paths`' rule (one file,
+or a folder where each output keeps its input's file name). Every image goes through one path:
+read (`images`), fit to the model's channels (`channels`), run whole or tile by tile (`tiling`;
+`--tile auto` picks by the memory available, `memory`), write atomically. With several images,
+reader and writer threads overlap decoding and encoding with the model (`_pipeline`).
 
 An image that cannot be read, upscaled or written, or whose output exists (without `force`), is
 reported on one line and counted as failed; the others go on. `UpscaleError` is for what stops
