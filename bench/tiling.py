@@ -167,7 +167,7 @@ def main() -> None:
         image = photograph(size)
         reference, untiled_s = run_float(descriptor, image, 0, 0)
         settings = [(t, o) for t in tiles for o in overlaps if 2 * o <= t] if index == 0 else []
-        settings = settings or [(DEFAULT_TILE, DEFAULT_OVERLAP), (256, 32)]
+        settings = settings or [(512, DEFAULT_OVERLAP), (256, 32)]
         lines += [
             f"## PSNR, tiled vs untiled: {label}, {size}x{size} photograph, x{descriptor.scale}",
             "",

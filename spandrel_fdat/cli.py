@@ -35,7 +35,7 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 PROG = "spandrel-fdat"
 ERROR_EXIT = 2
 DTYPE_NAMES = ("fp32", "fp16", "bf16")  # the keys of convert.DTYPES
-DEFAULT_TILE = 512  # upscale.DEFAULT_TILE
+
 DEFAULT_OVERLAP = 32  # upscale.DEFAULT_OVERLAP
 _debug = False  # set by --debug: an error then prints its traceback before its line
 
@@ -327,6 +327,26 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
         click.echo(f"wrote {result.onnx} (ONNX, float32, dynamic batch/height/width)")
 
 
+class _Tile(click.ParamType):
+    """`auto` or a whole number of pixels, at least 0."""
+
+    name = "auto|N"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            number = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not auto or a whole number", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative (0: the whole image)", param, ctx)
+        return number
+
+
+TILE = _Tile()
+
+
 @main.command("upscale")
 @DEBUG
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -334,14 +354,19 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     "-m", "--model", type=click.Path(path_type=Path), default=None, help="FDAT checkpoint (default: the bundled x2)."
 )
 @click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder, or file for one image."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output file (one input, with an image extension) or folder (exists, ends with /, or several inputs).",
 )
 @click.option(
     "--tile",
-    type=click.IntRange(min=0),
-    default=DEFAULT_TILE,
+    type=TILE,
+    default="auto",
     show_default=True,
-    help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once.",
+    help="Tile side in input pixels (rounded up to the model's window); 0: the whole image at once; "
+    "auto: the whole image when it fits in memory (exact), else the largest tile that fits.",
 )
 @click.option(
     "--overlap",
@@ -354,31 +379,58 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
     "--device", type=click.Choice(["cpu", "cuda", "mps"]), default=None, help="[default: cuda, else mps, else cpu]"
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped and count as failed).")
+@click.option("--resume", is_flag=True, help="Skip outputs that already exist (a stopped run goes on where it was).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Threads that read and that write around the model; 0: one image at a time.",
+)
 @SCALE
 def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
-    output: Path,
-    tile: int,
+    output: str,
+    tile: int | str,
     overlap: int | None,
     dtype: str,
     device: str | None,
     force: bool,
+    resume: bool,
+    workers: int,
     scale: int | None,
 ) -> int:
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
+
+    -o is one file when it has an image extension and there is one input image; a folder when it
+    exists, ends with a path separator, or there are several inputs. An unknown extension
+    (e.g. .bmp), or one input and an -o with no extension, is an error. --tile auto runs each
+    image whole (exact) when it fits in memory, else in the largest tiles that fit. Images are
+    read and written by --workers threads around the model; --resume skips existing outputs.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
 
     \b
     Examples:
-      spandrel-fdat upscale photo.png -o photo_x2.png
+      spandrel-fdat upscale photo.jpg -o photo_x2.png
+      spandrel-fdat upscale photos/ -o upscaled/ --resume
       spandrel-fdat upscale shots/ more.jpg -m 4x_model.pth -o out/ --dtype fp16 --device cuda
     """
     from . import upscale
 
     summary = upscale.upscale_files(
-        inputs, output, model=model, tile=tile, overlap=overlap, dtype=dtype, device=device, force=force, scale=scale
+        inputs,
+        output,
+        model=model,
+        tile=tile,
+        overlap=overlap,
+        dtype=dtype,
+        device=device,
+        force=force,
+        resume=resume,
+        workers=workers,
+        scale=scale,
     )
     click.echo(summary.line())
     return 1 if summary.failed else 0

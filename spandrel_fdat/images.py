@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,17 @@ from torch import Tensor
 
 from .errors import one_line
 
-__all__ = ["EXTENSIONS", "FloatImage", "ImageFileError", "image_format", "read_image", "write_image"]
+__all__ = [
+    "EXTENSIONS",
+    "FloatImage",
+    "ImageFileError",
+    "decode_image",
+    "encode_image",
+    "image_format",
+    "read_image",
+    "write_atomic",
+    "write_image",
+]
 
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """File extensions (lower case) and the format each is written in."""
@@ -99,18 +110,24 @@ def read_image(path: str | os.PathLike[str]) -> FloatImage:
     """Read an image file; raises ImageFileError naming the file if it cannot."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            head = f.read(32)
+        data = path.read_bytes()
     except OSError as err:
         raise ImageFileError(path, f"cannot read: {err.strerror or one_line(err)}") from err
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike[str]) -> FloatImage:
+    """Decode an image file's bytes; `name` (its path or URI) is only for the error message."""
+    path = name  # kept as given: Path() would turn s3://b/x into s3:/b/x
+    head = data[:32]
     try:
-        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and head[24] == 16:
-            return _read_png16(path)
+        if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) > 24 and head[24] == 16:
+            return _read_png16(data)
         if head.startswith(_TIFF_SIGNATURES):
-            image = _read_tiff16(path)
+            image = _read_tiff16(data, path)
             if image is not None:
                 return image
-        return _read_pillow(path)
+        return _read_pillow(data, path)
     except ImageFileError:
         raise
     except UnidentifiedImageError as err:
@@ -134,10 +151,10 @@ def _from_array(array: np.ndarray, max_value: float, icc: bytes | None, bit_dept
     return FloatImage(tensor, None, bit_depth, icc or None)
 
 
-def _read_pillow(path: Path) -> FloatImage:
+def _read_pillow(data: bytes, path: str | os.PathLike[str]) -> FloatImage:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as opened:
+    with Image.open(io.BytesIO(data)) as opened:
         image = ImageOps.exif_transpose(opened)  # a copy, turned upright
         icc = image.info.get("icc_profile")
         mode = image.mode
@@ -151,10 +168,10 @@ def _read_pillow(path: Path) -> FloatImage:
         return _from_array(np.asarray(image.convert(target)), 255.0, icc, 8)
 
 
-def _read_png16(path: Path) -> FloatImage:
+def _read_png16(data: bytes) -> FloatImage:
     import png
 
-    with path.open("rb") as f:
+    with io.BytesIO(data) as f:
         width, height, rows, info = png.Reader(file=f).asDirect()
         # rows: one array of width * planes samples each
         array = np.stack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
@@ -173,11 +190,11 @@ def _png_icc_profile(reader: Any) -> bytes | None:
     return None
 
 
-def _read_tiff16(path: Path) -> FloatImage | None:
+def _read_tiff16(data: bytes, path: str | os.PathLike[str]) -> FloatImage | None:
     """A 16-bit TIFF's first page through tifffile; None for other bit depths (read by Pillow)."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page: Any = tif.pages[0]
         if page.bitspersample != 16:
             return None
@@ -213,11 +230,16 @@ def _read_tiff16(path: Path) -> FloatImage | None:
 def write_image(image: FloatImage, path: str | os.PathLike[str]) -> None:
     """Write `image` in the format of `path`'s extension, at the image's bit depth.
 
-    The file appears whole or not at all (written next to it, then renamed). Raises
-    ImageFileError naming the file for an unknown extension, a format that cannot hold the
-    image (16 bits in JPEG or WebP, alpha in JPEG), or a write error.
+    The file appears whole or not at all (`write_atomic`). Raises ImageFileError naming the
+    file for an unknown extension, a format that cannot hold the image (16 bits in JPEG or
+    WebP, alpha in JPEG), or a write error.
     """
-    path = Path(path)
+    write_atomic(encode_image(image, path), path)
+
+
+def encode_image(image: FloatImage, name: str | os.PathLike[str]) -> bytes:
+    """The bytes of `image` as a file in the format of `name`'s extension (clamped to [0, 1])."""
+    path = Path(name)
     fmt = image_format(path)
     if fmt is None:
         raise ImageFileError(
@@ -228,20 +250,32 @@ def write_image(image: FloatImage, path: str | os.PathLike[str]) -> None:
     if image.alpha is not None and fmt == "JPEG":
         raise ImageFileError(path, "JPEG has no alpha channel, this image has one: write a .png, .webp or .tif")
     array = _to_array(image)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")  # same folder: the rename is atomic
     try:
-        with temporary.open("wb") as f:
-            if image.bit_depth == 16 and fmt == "PNG":
-                f.write(_png16_bytes(array, image.icc_profile))
-            elif image.bit_depth == 16:
-                _write_tiff16(f, array, image.icc_profile)
-            else:
-                _write_pillow(f, array, fmt, image.icc_profile)
+        if image.bit_depth == 16 and fmt == "PNG":
+            return _png16_bytes(array, image.icc_profile)
+        f = io.BytesIO()
+        if image.bit_depth == 16:
+            _write_tiff16(f, array, image.icc_profile)
+        else:
+            _write_pillow(f, array, fmt, image.icc_profile)
+        return f.getvalue()
+    except Exception as err:
+        raise ImageFileError(path, f"cannot write this image ({type(err).__name__}: {one_line(err)})") from err
+
+
+PARTIAL_SUFFIX = ".partial"
+"""Temporary files are `.NAME.PID.partial` next to the output: hidden, and never an image extension."""
+
+
+def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write `data` to `path` whole or not at all: into a temporary file in the same folder, then renamed."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{PARTIAL_SUFFIX}")
+    try:
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     except OSError as err:
         raise ImageFileError(path, f"cannot write: {err.strerror or one_line(err)}") from err
-    except Exception as err:
-        raise ImageFileError(path, f"cannot write this image ({type(err).__name__}: {one_line(err)})") from err
     finally:
         temporary.unlink(missing_ok=True)
 

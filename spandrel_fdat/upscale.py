@@ -1,10 +1,11 @@
 """`spandrel-fdat upscale`: collect input images, name their outputs, upscale them, report.
 
 Inputs are image files (by extension: .png, .jpg, .jpeg, .webp, .tif, .tiff, any case) and
-folders (their image files, not their subfolders). The output is one file (exactly one input
-image; its extension picks the format) or a folder, created if missing, where each output keeps
-its input's file name. Every image goes through one path, tiled or not: read (`images`), fit to
-the model's channels (`channels`), run tile by tile (`tiling`; `tile=0` is one tile), write.
+folders (their image files, not their subfolders). Where outputs go is `paths`' rule (one file,
+or a folder where each output keeps its input's file name). Every image goes through one path:
+read (`images`), fit to the model's channels (`channels`), run whole or tile by tile (`tiling`;
+`--tile auto` picks by the memory available, `memory`), write atomically. With several images,
+reader and writer threads overlap decoding and encoding with the model (`_pipeline`).
 
 An image that cannot be read, upscaled or written, or whose output exists (without `force`), is
 reported on one line and counted as failed; the others go on. `UpscaleError` is for what stops
@@ -16,10 +17,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,8 +33,10 @@ from torch import Tensor
 from .arch import load_model
 from .channels import MODEL_CHANNELS, ChannelFit
 from .convert import DTYPES
-from .images import EXTENSIONS, FloatImage, image_format, read_image, write_image
+from .images import EXTENSIONS, FloatImage, encode_image, read_image, write_atomic
+from .memory import OVERHEAD, available_memory, bytes_per_pixel, fits, largest_tile
 from .models import default_model_path
+from .paths import Job, OutputPathError, collect_inputs, plan_outputs
 from .tiling import count_tiles, upscale_tiled
 
 __all__ = [
@@ -46,8 +52,8 @@ __all__ = [
     "upscale_files",
 ]
 
-DEFAULT_TILE = 512
-"""Tile side in input pixels (see bench/results/tiling.md for the PSNR, time and memory trade-off)."""
+DEFAULT_TILE = "auto"
+"""Untiled when the image fits in memory (exact), else the largest tile that fits (`memory`)."""
 DEFAULT_OVERLAP = 32
 """Overlap between neighbouring tiles, in input pixels."""
 
@@ -61,42 +67,12 @@ class UpscaleError(ValueError):
 # --- inputs and outputs -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
-
-
-def collect_inputs(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The image files among `paths` (folders: their image files, sorted), and the rejected paths with why."""
-    images: list[Path] = []
-    rejected: list[tuple[Path, str]] = []
-    for path in paths:
-        if path.is_dir():
-            images.extend(sorted(p for p in path.iterdir() if p.is_file() and image_format(p) is not None))
-        elif not path.exists():
-            rejected.append((path, "no such file or folder"))
-        elif image_format(path) is None:
-            rejected.append((path, f"not an image file (expected {', '.join(EXTENSIONS)})"))
-        else:
-            images.append(path)
-    return images, rejected
-
-
-def plan_jobs(images: Sequence[Path], output: Path) -> tuple[list[Job], bool]:
-    """Each image's output path, and whether `output` is a single file (else a folder, created here)."""
-    as_file = image_format(output) is not None and not output.is_dir()
-    if as_file:
-        if len(images) != 1:
-            raise UpscaleError(
-                f"-o {output}: names one image file, but there are {len(images)} input images; give a folder"
-            )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        return [Job(images[0], output)], True
-    if output.exists() and not output.is_dir():
-        raise UpscaleError(f"-o {output}: exists and is not a folder (a file output needs an image extension)")
-    output.mkdir(parents=True, exist_ok=True)
-    return [Job(image, output / image.name) for image in images], False
+def plan_jobs(images: Sequence[Path], output: str | os.PathLike[str], several: bool) -> tuple[list[Job], bool]:
+    """`paths.plan_outputs` with its refusal as an UpscaleError."""
+    try:
+        return plan_outputs(images, output, several=several)
+    except OutputPathError as err:
+        raise UpscaleError(str(err)) from err
 
 
 # --- the model ----------------------------------------------------------------------------------
@@ -138,8 +114,10 @@ class Upscaler:
     descriptor: ImageModelDescriptor
     device: torch.device
     dtype: torch.dtype
-    tile: int  # 0: no tiling; else a multiple of `align`
+    tile: int  # 0: no tiling; else a multiple of `align` (auto: the largest tile that fits)
     overlap: int
+    auto: bool = False  # --tile auto: untiled when the image fits in `available`, else `tile`
+    available: int | None = None  # bytes free for the model when it was loaded (None: unknown)
 
     @classmethod
     def load(
@@ -148,7 +126,7 @@ class Upscaler:
         *,
         device: torch.device,
         dtype: str,
-        tile: int,
+        tile: int | str,
         overlap: int | None,
         notes: list[str],
         scale: int | None = None,
@@ -162,7 +140,9 @@ class Upscaler:
             if count not in MODEL_CHANNELS:
                 raise UpscaleError(f"-m {model}: the model has {count} {name} channels; upscale handles 1 to 4")
         notes.extend(check_dtype(dtype, descriptor, device))
-        return cls.from_descriptor(descriptor, device=device, dtype=DTYPES[dtype], tile=tile, overlap=overlap)
+        return cls.from_descriptor(
+            descriptor, device=device, dtype=DTYPES[dtype], tile=tile, overlap=overlap, notes=notes
+        )
 
     @classmethod
     def from_descriptor(
@@ -171,21 +151,62 @@ class Upscaler:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        tile: int,
+        tile: int | str,
         overlap: int | None,
+        notes: list[str] | None = None,
+        available: int | str | None = "measure",
     ) -> Upscaler:
         """Move the model to `device` and `dtype`; round `tile` up to whole windows; check `overlap`.
 
-        `overlap=None`: the default, or a quarter of a smaller tile.
+        `tile="auto"`: untiled when an image fits in the memory available (measured now, unless
+        `available` gives it in bytes), else the largest tile that fits (`memory`). An explicit
+        tile that does not fit gets a warning in `notes`. `overlap=None`: the default, or a
+        quarter of a smaller tile.
         """
         descriptor.model.to(device=device, dtype=dtype).eval()
         align = window_multiple(descriptor)
-        tile = 0 if tile == 0 else math.ceil(tile / align) * align
+        free = available_memory(device) if available == "measure" else available
+        assert not isinstance(free, str)
+        per_pixel = bytes_per_pixel(getattr(descriptor.model, "config", None))
+        auto = tile == "auto"
+        if isinstance(tile, str) and not auto:
+            raise UpscaleError(f"--tile {tile}: expected auto or a whole number of pixels")
+        if isinstance(tile, str):
+            tile = largest_tile(per_pixel, free, align)
+        else:
+            tile = 0 if tile == 0 else math.ceil(tile / align) * align
+            if tile and not fits(tile * tile, per_pixel, free) and notes is not None:
+                notes.append(
+                    f"warning: --tile {tile} needs about {_gb(tile * tile * per_pixel + OVERHEAD)} per tile, more than "
+                    f"the {_gb(free)} available could hold; --tile auto would take "
+                    f"{largest_tile(per_pixel, free, align)}"
+                )
         if overlap is None:
             overlap = min(DEFAULT_OVERLAP, tile // 4)
         elif tile and 2 * overlap > tile:
             raise UpscaleError(f"--overlap {overlap}: must be at most half the tile ({tile})")
-        return cls(descriptor, device, dtype, tile, overlap)
+        return cls(descriptor, device, dtype, tile, overlap, auto, free)
+
+    @property
+    def per_pixel(self) -> int:
+        """Peak bytes per input pixel of an untiled run (`memory.bytes_per_pixel`)."""
+        return bytes_per_pixel(getattr(self.descriptor.model, "config", None))
+
+    def tile_for(self, height: int, width: int) -> int:
+        """The tile side this image is run with (0: untiled)."""
+        if self.auto and fits(height * width, self.per_pixel, self.available):
+            return 0
+        return self.tile
+
+    def memory_warning(self, image: FloatImage) -> str | None:
+        """A warning line when this image is run untiled by request (--tile 0) and will not fit."""
+        pixels = image.height * image.width
+        if self.auto or self.tile or fits(pixels, self.per_pixel, self.available):
+            return None
+        return (
+            f"warning: --tile 0 needs about {_gb(pixels * self.per_pixel + OVERHEAD)} for this image, more than the "
+            f"{_gb(self.available)} available could hold; --tile auto tiles it"
+        )
 
     @property
     def align(self) -> int:
@@ -199,7 +220,8 @@ class Upscaler:
     def tiles(self, image: FloatImage) -> int:
         """Model calls for one image: tiles times passes (alpha on an RGB model is a second pass)."""
         passes = len(self.fit(image).inputs(image.colour, image.alpha))
-        return passes * count_tiles(image.height, image.width, self.tile, self.overlap, self.align)
+        tile = self.tile_for(image.height, image.width)
+        return passes * count_tiles(image.height, image.width, tile, self.overlap, self.align)
 
     def _run(self, tile: Tensor) -> Tensor:
         with torch.inference_mode():
@@ -211,7 +233,7 @@ class Upscaler:
             self._run,
             batch,
             scale=self.descriptor.scale,
-            tile=self.tile,
+            tile=self.tile_for(batch.shape[-2], batch.shape[-1]),
             overlap=self.overlap,
             align=self.align,
             on_tile=on_tile,
@@ -223,6 +245,10 @@ class Upscaler:
         results = [self.run_batch(batch, on_tile) for batch in fit.inputs(image.colour, image.alpha)]
         colour, alpha = fit.outputs(results)
         return FloatImage(colour, alpha, image.bit_depth, image.icc_profile)
+
+
+def _gb(size: float | None) -> str:
+    return "an unknown amount" if size is None else f"{size / 2**30:.1f} GB"
 
 
 def window_multiple(descriptor: ImageModelDescriptor) -> int:
@@ -256,34 +282,57 @@ class Summary:
     failed: int
     seconds: float
     megapixels: float  # of the input images upscaled
-    destination: Path
+    destination: Path | None  # the output file or folder; None when nothing was planned
     single_file: bool
+    skipped: int = 0  # --resume: outputs that were already there
+    failures: tuple[Path, ...] = ()  # the inputs that failed, in order
+    timings: dict[str, float] = field(default_factory=dict)  # decode / infer / encode seconds, summed
 
     def line(self) -> str:
+        """One line: counts, time and rate, what was written (and only that), the failures by name."""
         rate = self.megapixels / self.seconds if self.seconds > 0 else 0.0
-        where = f"output: {self.destination}" if self.single_file else f"outputs in {self.destination}{os.sep}"
-        return (
-            f"upscaled {self.done} of {self.done + self.failed} images ({self.failed} failed) in {self.seconds:.1f} s, "
+        if self.done == 0 or self.destination is None:
+            where = "nothing written"
+        elif self.single_file:
+            where = f"output: {self.destination}"
+        else:
+            where = f"outputs in {self.destination}{os.sep}"
+        total = self.done + self.failed + self.skipped
+        skipped = f", {self.skipped} already done" if self.skipped else ""
+        line = (
+            f"upscaled {self.done} of {total} images ({self.failed} failed{skipped}) in {self.seconds:.1f} s, "
             f"{rate:.3g} MP/s ({self.megapixels:.3g} input megapixels); {where}"
         )
+        if self.failures:
+            names = [str(p) for p in self.failures[:5]]
+            more = f" and {len(self.failures) - 5} more" if len(self.failures) > 5 else ""
+            line += f"; failed: {', '.join(names)}{more}"
+        return line
 
 
 def upscale_files(
-    inputs: Sequence[Path],
-    output: Path,
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
     *,
     model: Path | None = None,
-    tile: int = DEFAULT_TILE,
+    tile: int | str = DEFAULT_TILE,
     overlap: int | None = None,
     dtype: str = "fp32",
     device: str | None = None,
     force: bool = False,
+    resume: bool = False,
     scale: int | None = None,
     progress: bool | None = None,
     report: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> Summary:
     """Upscale every input image into `output`; returns the summary (`failed` > 0: some images failed).
 
+    Pipelined: `workers` threads read and decode ahead of the model (at most `2 * workers`
+    images waiting), the model runs on this thread one image at a time, and `workers` threads
+    encode and write behind it; None picks 2, 0 runs everything one at a time on this thread.
+    The outputs are the same bytes either way. `resume`: an output that exists is taken as done
+    (writes are atomic, so an existing output is complete) and skipped, not failed.
     `progress`: tqdm bars on stderr (None: only when stderr is a terminal). `report` gets each
     one-line failure, warning and note (default: stderr, above the bars).
     """
@@ -293,6 +342,7 @@ def upscale_files(
     images, rejected = collect_inputs(inputs)
     if not images and not rejected:
         raise UpscaleError(f"no input images in {', '.join(map(str, inputs))} (expected {', '.join(EXTENSIONS)})")
+    several = len(images) > 1 or any(Path(p).is_dir() for p in inputs)
     notes: list[str] = []
     upscaler = Upscaler.load(
         model or default_model(),
@@ -303,55 +353,166 @@ def upscale_files(
         notes=notes,
         scale=scale,
     )
-    jobs, single_file = plan_jobs(images, output) if images else ([], False)
+    jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
     for note in notes:
         say(note)
-    failures: list[str] = []
+    failures: list[Path] = []
 
     def fail(path: Path, reason: str) -> None:
-        failures.append(" ".join(f"{path}: {reason}".split()))  # one line, whatever the reason held
-        say(failures[-1])
+        failures.append(path)
+        say(" ".join(f"{path}: {reason}".split()))  # one line, whatever the reason held
 
     for path, why in rejected:
         fail(path, why)
-    start, done, megapixels = time.perf_counter(), 0, 0.0
+    start = time.perf_counter()
     claimed: dict[Path, Path] = {}  # output -> the input writing it
+    runnable: list[Job] = []
+    skipped = 0
+    for job in jobs:
+        if resume and job.target.is_file() and job.target.resolve() != job.source.resolve():
+            skipped += 1
+            claimed[job.target.resolve()] = job.source
+            continue
+        reason = _refusal(job, claimed, force)
+        if reason is None:
+            runnable.append(job)
+        else:
+            fail(job.source, reason)
     disable = None if progress is None else not progress
-    with tqdm(total=len(jobs), unit="image", desc="images", file=sys.stderr, disable=disable) as bar:
-        for job in jobs:
-            reason = _refusal(job, claimed, force)
-            if reason is None:
-                try:
-                    megapixels += _upscale_one(upscaler, job, say, disable)
-                    done += 1
-                except (ValueError, OSError) as err:  # the image's own problem: one line, go on
-                    reason = str(err).removeprefix(f"{job.source}: ")
-                except RuntimeError as err:  # from torch, e.g. out of memory: a smaller image may still fit
-                    reason = f"upscaling failed ({type(err).__name__}: {err})"
-            if reason is not None:
-                fail(job.source, reason)
+    timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
+    done, megapixels = 0, 0.0
+    with tqdm(total=len(runnable), unit="image", desc="images", file=sys.stderr, disable=disable) as bar:
+        for job, outcome in _pipeline(upscaler, runnable, say, disable, timings, 2 if workers is None else workers):
+            if isinstance(outcome, float):
+                megapixels += outcome
+                done += 1
+            else:
+                fail(job.source, outcome)
             bar.update()
-    destination = jobs[0].target if single_file else output
-    return Summary(done, len(failures), time.perf_counter() - start, megapixels, destination, single_file)
+    destination = (jobs[0].target if single_file else Path(output)) if jobs else None
+    return Summary(
+        done,
+        len(failures),
+        time.perf_counter() - start,
+        megapixels,
+        destination,
+        single_file,
+        skipped,
+        tuple(failures),
+        timings,
+    )
 
 
-def _upscale_one(upscaler: Upscaler, job: Job, say: Callable[[str], None], disable: bool | None) -> float:
-    """Read, upscale (with a progress bar over its tiles) and write one image; returns its input megapixels."""
-    from tqdm import tqdm
+def _reason(job: Job, err: Exception) -> str:
+    """The one-line reason an image failed."""
+    if isinstance(err, (ValueError, OSError)):  # the image's own problem
+        return str(err).removeprefix(f"{job.source}: ")
+    return f"upscaling failed ({type(err).__name__}: {err})"  # from torch, e.g. out of memory
 
-    with warnings.catch_warnings(record=True) as caught:  # e.g. Pillow's decompression-bomb warning
+
+_TIMINGS_LOCK = threading.Lock()
+
+
+def _decode(job: Job, timings: dict[str, float]) -> tuple[FloatImage, list[str]]:
+    """Read one image; its warnings (e.g. Pillow's decompression-bomb warning) as lines."""
+    begin = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", ResourceWarning)  # a reader's unclosed file is not the user's business
         image = read_image(job.source)
-    for warning in caught:
-        say(" ".join(f"{job.source}: warning: {warning.message}".split()))
-    tiles = tqdm(
-        total=upscaler.tiles(image), unit="tile", desc=job.source.name, leave=False, file=sys.stderr, disable=disable
-    )
-    with tiles:
-        result = upscaler.upscale(image, on_tile=tiles.update)
-    write_image(result, job.target)
-    return image.width * image.height / 1e6
+    with _TIMINGS_LOCK:
+        timings["decode"] += time.perf_counter() - begin
+    return image, [" ".join(f"{job.source}: warning: {w.message}".split()) for w in caught]
+
+
+def _encode(result: FloatImage, job: Job, timings: dict[str, float]) -> None:
+    begin = time.perf_counter()
+    write_atomic(encode_image(result, job.target), job.target)
+    with _TIMINGS_LOCK:
+        timings["encode"] += time.perf_counter() - begin
+
+
+def _pipeline(
+    upscaler: Upscaler,
+    jobs: Sequence[Job],
+    say: Callable[[str], None],
+    disable: bool | None,
+    timings: dict[str, float],
+    workers: int,
+) -> Iterator[tuple[Job, float | str]]:
+    """Each job with its input megapixels (written) or why it failed, in order.
+
+    Readers decode up to `2 * workers` images ahead; the model runs here; writers encode and
+    write behind. `workers=0`: all on this thread, one image at a time.
+    """
+    from tqdm import tqdm
+
+    def infer(image: FloatImage, job: Job) -> FloatImage:
+        warning = upscaler.memory_warning(image)
+        if warning is not None:
+            say(f"{job.source}: {warning}")
+        begin = time.perf_counter()
+        tiles = tqdm(
+            total=upscaler.tiles(image),
+            unit="tile",
+            desc=job.source.name,
+            leave=False,
+            file=sys.stderr,
+            disable=disable,
+        )
+        with tiles:
+            result = upscaler.upscale(image, on_tile=tiles.update)
+        timings["infer"] += time.perf_counter() - begin
+        return result
+
+    if workers == 0:
+        for job in jobs:
+            try:
+                image, lines = _decode(job, timings)
+                for line in lines:
+                    say(line)
+                _encode(infer(image, job), job, timings)
+                yield job, image.width * image.height / 1e6
+            except Exception as err:
+                yield job, _reason(job, err)
+        return
+    with ThreadPoolExecutor(workers, "decode") as readers, ThreadPoolExecutor(workers, "encode") as writers:
+        pending = iter(jobs)
+        reads: deque[tuple[Job, Future[tuple[FloatImage, list[str]]]]] = deque()
+        writes: deque[tuple[Job, float, Future[None]]] = deque()
+
+        def read_ahead() -> None:
+            while len(reads) < 2 * workers:
+                job = next(pending, None)
+                if job is None:
+                    return
+                reads.append((job, readers.submit(_decode, job, timings)))
+
+        def finished(block: bool) -> Iterator[tuple[Job, float | str]]:
+            while writes and (block or writes[0][2].done() or len(writes) > 2 * workers):
+                job, megapixels, future = writes.popleft()
+                try:
+                    future.result()
+                    yield job, megapixels
+                except Exception as err:
+                    yield job, _reason(job, err)
+
+        read_ahead()
+        while reads:
+            job, read = reads.popleft()
+            read_ahead()
+            try:
+                image, lines = read.result()
+                for line in lines:
+                    say(line)
+                result = infer(image, job)
+            except Exception as err:
+                yield from finished(True)  # keep the order of the report
+                yield job, _reason(job, err)
+                continue
+            writes.append((job, image.width * image.height / 1e6, writers.submit(_encode, result, job, timings)))
+            yield from finished(False)
+        yield from finished(True)
 
 
 def _to_stderr(line: str) -> None:

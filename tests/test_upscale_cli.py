@@ -109,8 +109,8 @@ def test_alpha_is_upscaled_as_its_own_grey_image(tmp_path: Path) -> None:
     rgba = save(tmp_path / "rgba.png", "RGBA", seed=4)
     with Image.open(rgba) as source:
         source.getchannel("A").save(tmp_path / "alpha.png")
-    assert run(rgba, "-m", RGB_X2, "-o", tmp_path / "a").exit_code == 0
-    assert run(tmp_path / "alpha.png", "-m", RGB_X2, "-o", tmp_path / "b").exit_code == 0
+    assert run(rgba, "-m", RGB_X2, "-o", f"{tmp_path / 'a'}/").exit_code == 0
+    assert run(tmp_path / "alpha.png", "-m", RGB_X2, "-o", f"{tmp_path / 'b'}/").exit_code == 0
     alpha = read_image(tmp_path / "a" / "rgba.png").alpha
     assert alpha is not None and torch.equal(alpha, read_image(tmp_path / "b" / "alpha.png").colour)
 
@@ -138,7 +138,13 @@ def test_tile_progress_and_the_library_call(tmp_path: Path, capsys: pytest.Captu
     save(tmp_path / "in.png", size=(40, 36))
     reports: list[str] = []
     result = upscale.upscale_files(
-        [tmp_path / "in.png"], tmp_path / "out", model=RGB_X2, tile=16, overlap=4, progress=True, report=reports.append
+        [tmp_path / "in.png"],
+        f"{tmp_path / 'out'}/",
+        model=RGB_X2,
+        tile=16,
+        overlap=4,
+        progress=True,
+        report=reports.append,
     )
     assert (result.done, result.failed, reports) == (1, 0, [])
     err = capsys.readouterr().err
@@ -277,7 +283,7 @@ def test_a_model_that_takes_alpha_but_gives_none_fails_per_image(
 
     monkeypatch.setattr(upscale, "load_model", three_out)
     save(tmp_path / "rgba.png", "RGBA")
-    result = run(tmp_path / "rgba.png", "-m", RGBA_X2, "-o", tmp_path / "out")
+    result = run(tmp_path / "rgba.png", "-m", RGBA_X2, "-o", f"{tmp_path / 'out'}/")
     assert result.exit_code == 1 and "takes alpha (4 channels) but gives none back (3)" in result.stderr
 
 
