@@ -331,7 +331,8 @@ TILE = _Tile()
     flag_value="local",
     default=None,
     metavar="[ADDRESS]",
-    help="Run on Ray Data: a local Ray when no ADDRESS, else a cluster (auto, ray://host:10001).",
+    help="Run on Ray Data: a local Ray when no ADDRESS (or 'local'), else a cluster (auto, ray://host:10001). "
+    "Give it after the inputs, or with a value, so an input is not taken for the ADDRESS.",
 )
 def upscale_command(
     inputs: tuple[Path, ...],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def _write(data: bytes, uri: str) -> None:
 def _init_ray(address: str | None, num_cpus: int | None) -> Any:
     try:
         import ray
+        import ray.data  # `ray` without the [data] extra lacks pandas/pyarrow
     except ImportError:
         raise UpscaleError(RAY_MISSING) from None
     if not ray.is_initialized():
@@ -153,6 +155,7 @@ def upscale_ray(
     if rows:
         options = {"model_path": model, "device": device, "dtype": dtype, "tile": tile, "overlap": overlap}
         options["scale"] = scale
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # max_restarts has no named parameter yet
         dataset = ray.data.from_items(rows).map_batches(
             _Upscale,
             fn_constructor_kwargs={"options": options},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,16 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path: Path, marker: Pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)  # no temporary or extra files
     assert _cli(inputs, tmp_path / "cli").done == 4
     assert all((tmp_path / "out" / n).read_bytes() == (tmp_path / "cli" / n).read_bytes() for n in names)
+
+
+def test_without_ray_the_cli_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from spandrel_fdat.cli import main
+
+    inputs = _images(tmp_path / "in", ["a.png"])
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = CliRunner().invoke(main, ["upscale", str(inputs), "-o", f"{tmp_path / 'out'}/", "--ray"])
+    assert result.exit_code != 0
+    assert "pip install 'spandrel-fdat[ray]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
