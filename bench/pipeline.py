@@ -60,8 +60,8 @@ def main() -> None:
         upscale_files([warm], Path(tmp) / "warm_out", workers=0, progress=False, device="cpu")  # lazy code, buffers
         base_rate = None
         reference: dict[str, bytes] = {}
-        for workers in [0, *args.workers]:
-            out = Path(tmp) / f"out{workers}"
+        for run, workers in enumerate([0, *args.workers]):
+            out = Path(tmp) / f"out{run}"
             summary = upscale_files([inputs], out, workers=workers, progress=False, device="cpu")
             assert summary.failed == 0, summary.line()
             rate = summary.done / summary.seconds
