@@ -14,6 +14,7 @@ OSError or any other exception with a message that makes sense on its own.
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -388,6 +389,16 @@ TILE = _Tile()
     help="Threads that read and that write around the model; 0: one image at a time.",
 )
 @SCALE
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray Data: a local Ray when no ADDRESS (or 'local'), else a cluster (auto, ray://host:10001). "
+    "Give it after the inputs, or with a value, so an input is not taken for the ADDRESS.",
+)
 def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
@@ -400,6 +411,7 @@ def upscale_command(
     resume: bool,
     workers: int,
     scale: int | None,
+    ray_address: str | None,
 ) -> int:
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
 
@@ -419,7 +431,14 @@ def upscale_command(
     """
     from . import upscale
 
-    summary = upscale.upscale_files(
+    run: Callable[..., Any]
+    if ray_address is not None:  # --ray: the same steps on Ray Data (spandrel_fdat.distributed)
+        from . import distributed
+
+        run = functools.partial(distributed.upscale_ray, address=None if ray_address == "local" else ray_address)
+    else:
+        run = functools.partial(upscale.upscale_files, workers=workers)
+    summary = run(
         inputs,
         output,
         model=model,
@@ -429,7 +448,6 @@ def upscale_command(
         device=device,
         force=force,
         resume=resume,
-        workers=workers,
         scale=scale,
     )
     click.echo(summary.line())

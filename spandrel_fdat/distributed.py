@@ -1,0 +1,195 @@
+"""`upscale --ray`: the same per-image steps as the CLI, scheduled by Ray Data over a cluster.
+
+Needs the optional extra: `pip install 'spandrel-fdat[ray]'`. The inputs are planned here with the
+CLI's naming rules (`--resume` drops existing outputs before the dataset is built); a Ray Dataset of
+(source, target) rows goes through a class-based `map_batches` UDF that loads the model once per
+actor, reads each file's exact bytes, upscales with `pipeline.upscale_bytes` and writes atomically
+(temporary name, then rename), so a retried task rewrites the same name and never duplicates an
+output. Each row comes back with its error ("" when written): a bad image is named in the summary
+and does not stop the job. A dead actor is restarted and its tasks retried by Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .images import EXTENSIONS, write_atomic
+from .paths import collect_inputs
+from .upscale import DEFAULT_TILE, Summary, UpscaleError, _reason, _refusal, plan_jobs
+
+__all__ = ["RAY_MISSING", "TEST_EXIT_ENV", "upscale_ray"]
+
+RAY_MISSING = "--ray needs Ray: pip install 'spandrel-fdat[ray]'"
+TEST_EXIT_ENV = "SPANDREL_FDAT_RAY_TEST_EXIT"
+"""Tests only: "NAME:MARKER" makes the actor that first meets input NAME die (os._exit) once, after creating MARKER."""
+
+
+class _Upscale:
+    """The map_batches UDF: one model per actor; a batch of (source, target) rows in, their errors out."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        from .pipeline import load_for_upscale
+
+        self.upscaler = load_for_upscale(**options)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from .paths import Job
+        from .pipeline import upscale_bytes
+
+        errors: list[str] = []
+        for source, target in zip(batch["source"], batch["target"], strict=True):
+            job = Job(Path(str(source)), Path(str(target)))
+            _die_once_for_tests(job.source)
+            try:
+                data = _read(str(source))
+                _write(upscale_bytes(self.upscaler, data, job.source, job.target), str(target))
+            except Exception as err:  # an image's failure is its row's, not the job's
+                errors.append(" ".join(_reason(job, err).split()))
+            else:
+                errors.append("")
+        return {"source": [str(s) for s in batch["source"]], "error": errors}
+
+
+def _die_once_for_tests(source: Path) -> None:
+    spec = os.environ.get(TEST_EXIT_ENV)
+    if not spec:
+        return
+    name, marker = spec.split(":", 1)
+    if source.name == name and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)  # a real process death: Ray restarts the actor and retries the task
+
+
+def _read(uri: str) -> bytes:
+    """A file's bytes from a local path or a pyarrow filesystem URI (s3://, gs://, hdfs://)."""
+    if "://" not in uri:
+        return Path(uri).read_bytes()
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(path) as f:
+        return bytes(f.read())
+
+
+def _write(data: bytes, uri: str) -> None:
+    """Write whole or not at all: local files via write_atomic; other filesystems via a temporary name + move."""
+    if "://" not in uri:
+        write_atomic(data, uri)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    head, _, name = path.rpartition("/")
+    temporary = f"{head}/.{name}.{os.getpid()}.partial"
+    with fs.open_output_stream(temporary) as f:
+        f.write(data)
+    fs.move(temporary, path)  # object stores copy then delete: atomic for readers of `path`
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> Any:
+    try:
+        import ray
+        import ray.data  # `ray` without the [data] extra lacks pandas/pyarrow
+    except ImportError:
+        raise UpscaleError(RAY_MISSING) from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, log_to_driver=False)
+    return ray
+
+
+def upscale_ray(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    address: str | None = None,
+    model: Path | None = None,
+    tile: int | str = DEFAULT_TILE,
+    overlap: int | None = None,
+    dtype: str = "fp32",
+    device: str | None = None,
+    force: bool = False,
+    resume: bool = False,
+    scale: int | None = None,
+    concurrency: int = 1,
+    num_gpus: float = 0,
+    batch_size: int = 1,
+    num_cpus: int | None = None,
+    max_retries: int = 3,
+) -> Summary:
+    """Upscale every input image into `output` on Ray (local cluster when `address` is None); the CLI's summary.
+
+    `concurrency`: model actors; `num_gpus`: GPUs per actor; `batch_size`: images per UDF call.
+    `max_retries`: restarts of a dead actor and retries of its tasks.
+    """
+    ray = _init_ray(address, num_cpus)
+    images, rejected = collect_inputs(inputs)
+    if not images and not rejected:
+        raise UpscaleError(f"no input images in {', '.join(map(str, inputs))} (expected {', '.join(EXTENSIONS)})")
+    several = len(images) > 1 or any(Path(p).is_dir() for p in inputs)
+    jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
+    failures: list[tuple[Path, str]] = list(rejected)
+    claimed: dict[Path, Path] = {}
+    rows: list[dict[str, str]] = []
+    skipped = 0
+    for job in jobs:
+        if resume and job.target.is_file() and job.target.resolve() != job.source.resolve():
+            skipped += 1
+            claimed[job.target.resolve()] = job.source
+            continue
+        reason = _refusal(job, claimed, force)
+        if reason is None:
+            rows.append({"source": str(job.source), "target": str(job.target)})
+        else:
+            failures.append((job.source, reason))
+    start = time.perf_counter()
+    done, megapixels = 0, 0.0
+    if rows:
+        options = {"model_path": model, "device": device, "dtype": dtype, "tile": tile, "overlap": overlap}
+        options["scale"] = scale
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # max_restarts has no named parameter yet
+        dataset = ray.data.from_items(rows).map_batches(
+            _Upscale,
+            fn_constructor_kwargs={"options": options},
+            concurrency=concurrency,
+            num_gpus=num_gpus,
+            batch_size=batch_size,
+            batch_format="numpy",
+            max_restarts=max_retries,
+            max_task_retries=max_retries,
+        )
+        for row in dataset.iter_rows():
+            source = str(row["source"])
+            if row["error"]:
+                failures.append((Path(source), str(row["error"])))
+            else:
+                done += 1
+                megapixels += _megapixels(Path(source))
+    destination = (jobs[0].target if single_file else Path(output)) if jobs else None
+    for path, why in failures:
+        print(" ".join(f"{path}: {why}".split()), file=sys.stderr)
+    return Summary(
+        done,
+        len(failures),
+        time.perf_counter() - start,
+        megapixels,
+        destination,
+        single_file,
+        skipped,
+        tuple(path for path, _ in failures),
+    )
+
+
+def _megapixels(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.width * image.height / 1e6
