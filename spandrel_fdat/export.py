@@ -12,7 +12,7 @@ from spandrel import ImageModelDescriptor
 
 from .network import FDAT
 
-DEFAULT_OPSET = 17  # GridSample (DySample, LDA) needs 16
+DEFAULT_OPSET = 17  # any opset from 14 on works: DySample and LDA sample with gathers when exporting
 
 
 def export_onnx(

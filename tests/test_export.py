@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
 
-from spandrel_fdat import FDAT, export_onnx
+from spandrel_fdat import FDAT, export_onnx, load_model
+from spandrel_fdat.sampling import grid_sample
 from tests.helpers import SMALL, build, image
 
 ort = pytest.importorskip("onnxruntime")
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE_NAMES = sorted(json.loads((FIXTURES / "manifest.json").read_text())["fixtures"])
 
 LAYOUTS: list[dict[str, Any]] = [
     *(
@@ -128,3 +135,45 @@ def test_a_batch_is_its_images(kwargs: dict[str, Any]) -> None:
         batched = model(x)
         single = torch.cat([model(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_chainner_style_export_of_every_fixture_runs_at_other_sizes(name: str) -> None:
+    """chaiNNer's "Convert to ONNX" pattern: torch.onnx.export of the module itself at opset 14
+    (no GridSample), dynamic batch/height/width, a 3x3 dummy input. The graph then runs at two
+    sizes other than the traced one and matches PyTorch (standalone pixelshuffle once baked the
+    traced size into a Reshape; DySample and LDA need the gather form of grid sampling below 16)."""
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LHAN nearest_conv's scale warning; tracer chatter
+        model = load_model(FIXTURES / f"{name}.safetensors")
+        net, c = model.model, model.input_channels
+        torch.onnx.export(
+            net,
+            (torch.rand(1, c, 3, 3),),
+            buffer,
+            opset_version=14,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": axes, "output": axes},
+            dynamo=False,
+        )
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for h, w in ((20, 24), (13, 9)):
+        x = image(c, h, w)
+        with torch.inference_mode():
+            expected = net(x)
+        (out,) = session.run(None, {"input": x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("padding_mode", "align_corners"), [("border", False), ("zeros", True)])
+def test_gather_grid_sample_equals_torch(padding_mode: Literal["zeros", "border"], align_corners: bool) -> None:
+    """The exportable bilinear sampling gives grid_sample's numbers, points outside the image included."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 9, generator=gen)
+    grid = torch.rand(3, 11, 6, 2, generator=gen) * 2.6 - 1.3  # up to 0.3 outside [-1, 1]
+    got = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=True)
+    expected = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=False)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
