@@ -13,7 +13,7 @@ import torch
 
 from spandrel_fdat import FDAT, export_onnx, load_model
 from spandrel_fdat.sampling import grid_sample
-from tests.helpers import SMALL, build, image
+from tests.helpers import SMALL, assert_one_line_error, build, image, run_cli
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -54,7 +54,7 @@ def test_onnx_matches_pytorch_at_two_sizes(kwargs: dict[str, Any], tmp_path: Pat
         x = torch.cat([image(3, h, w, seed=i) for i in range(batch)])
         with torch.inference_mode():
             expected = model(x)
-        (out,) = session.run(None, {"image": x.numpy()})
+        (out,) = session.run(None, {"input": x.numpy()})
         assert out.shape == tuple(expected.shape)
         torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
     assert not model.training  # export leaves the model as it found it
@@ -177,3 +177,68 @@ def test_gather_grid_sample_equals_torch(padding_mode: Literal["zeros", "border"
     got = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=True)
     expected = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=False)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_fp16_graph_with_fp32_or_fp16_io_runs_in_onnxruntime(tmp_path: Path) -> None:
+    """A native fp16 graph loads in onnxruntime and stays near the fp32 model; the model exported
+    is a copy (the caller's keeps its dtype and mode)."""
+    model = build(**SMALL, upsampler_type="dysample", scale=2).train()
+    x = image(3, 20, 24)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+    model.train()
+    for io_dtype in ("fp32", "fp16"):
+        path = export_onnx(model, tmp_path / f"{io_dtype}.onnx", dtype="fp16", io_dtype=io_dtype)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {"input": x.numpy().astype("float16" if io_dtype == "fp16" else "float32")})
+        assert out.dtype.name == ("float16" if io_dtype == "fp16" else "float32")
+        torch.testing.assert_close(torch.from_numpy(out).float(), expected, rtol=0, atol=2e-2)
+    assert model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_static_graph_has_fixed_shapes(tmp_path: Path) -> None:
+    model = build(**SMALL, upsampler_type="pixelshuffle", scale=2)
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "s.onnx", static=(20, 24))))
+    assert session.get_inputs()[0].shape == [1, 3, 20, 24]
+    assert session.get_outputs()[0].shape == [1, 3, 40, 48]
+    x = image(3, 20, 24)
+    with torch.inference_mode():
+        expected = model(x)
+    (out,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(dtype="bf16"), "dtype='bf16'; choose one of fp32, fp16"),
+        (dict(opset=13), "opset 13 is too old; choose 14 or newer"),
+        (dict(static=(0, 8)), "static=\\(0, 8\\); give \\(height, width\\)"),
+    ],
+)
+def test_export_rejects_bad_options_in_one_line(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
+    model = build(**SMALL, upsampler_type="conv", scale=2)
+    with pytest.raises(ValueError, match=message):
+        export_onnx(model, tmp_path / "x.onnx", **kwargs)
+
+
+def test_convert_cli_writes_a_static_fp16_graph(tmp_path: Path) -> None:
+    out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
+    args = ("--onnx", graph, "--onnx-dtype", "fp16", "--onnx-io", "fp16", "--static", "12x10", "--opset", "14")
+    result = run_cli("convert", source, out, *args)
+    assert result.exit_code == 0, result.output
+    assert "opset 14, fp16 with fp16 input/output, static 1x12x10" in result.stdout
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 12, 10]
+    x = image(3, 12, 10)
+    with torch.inference_mode():
+        expected = load_model(source).model(x)
+    (out_image,) = session.run(None, {"input": x.numpy().astype("float16")})
+    torch.testing.assert_close(torch.from_numpy(out_image).float(), expected, rtol=0, atol=2e-2)
+
+
+def test_convert_cli_rejects_a_bad_static_size(tmp_path: Path) -> None:
+    source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
+    result = run_cli("convert", source, tmp_path / "m.safetensors", "--onnx", tmp_path / "m.onnx", "--static", "12by10")
+    assert_one_line_error(result, "--static", "HEIGHTxWIDTH")
