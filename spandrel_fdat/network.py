@@ -255,7 +255,10 @@ class ChannelAttention(nn.Module):
         if chunks * size < n:  # the last n % chunks pixels
             rest = qk[:, chunks * size :].view(b, -1, nh, 2 * hd).transpose(1, 2).to(dtype)
             products += rest.transpose(-1, -2) @ rest
-        squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
+        # (B, heads, 2hd); exported (one chunk) as a sum of squares: torch's ONNX diagonal is
+        # EyeLike, CumSum and an If per block
+        diagonal = main.square().sum((2, 3)) if _tracing() else products.diagonal(dim1=-2, dim2=-1)
+        squares = diagonal.reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
 
     def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
