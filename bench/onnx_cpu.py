@@ -48,6 +48,16 @@ def main() -> None:
         f"medium x2 transpose+conv: {len(nodes)} nodes exported; onnxruntime {ort.__version__}, {args.threads} threads"
     )
     print("after onnxruntime's optimisations:", ", ".join(f"{k} {v}" for k, v in fused.most_common(12)))
+    fusions = (
+        "Gelu",
+        "FastGelu",
+        "BiasGelu",
+        "LayerNormalization",
+        "SkipLayerNormalization",
+        "FusedMatMul",
+        "FusedConv",
+    )
+    print("fusions:", ", ".join(f"{k} {fused[k]}" for k in fusions))
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
         times: dict[str, list[float]] = {"eager": [], "onnxruntime": []}
