@@ -3,7 +3,8 @@
     spandrel-fdat autoload enable|disable|status [--site-dir DIR]
     spandrel-fdat comfyui-node PATH
     spandrel-fdat inspect MODEL [--json] [--scale N]
-    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx] [--force] [--scale N]
+    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp16]
+        [--onnx-io fp16] [--static HxW] [--opset N]] [--force] [--scale N]
     spandrel-fdat upscale INPUT... -o OUTPUT [-m MODEL] [--tile N] [--overlap M] [--dtype D] [--device D] [--force]
 
 `main` is the click group; new commands go on it (`@main.command()`). Every
@@ -266,6 +267,16 @@ def _dtype_option(help_text: str) -> Callable[[FC], FC]:
     )
 
 
+def _parse_static(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """`--static HxW` -> (H, W)."""
+    if value is None:
+        return None
+    h, sep, w = value.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 480x720, got {value!r}")
+    return int(h), int(w)
+
+
 def _warn(messages: Sequence[str]) -> None:
     for message in messages:
         click.echo(f"warning: {message}", err=True)
@@ -298,19 +309,56 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @click.argument("out", metavar="OUT.safetensors", type=click.Path(path_type=Path))
 @_dtype_option("Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).")
 @click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
+@click.option(
+    "--onnx-dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the ONNX graph's weights and computation.",
+)
+@click.option(
+    "--onnx-io",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Type of the ONNX graph's input and output.",
+)
+@click.option(
+    "--static",
+    metavar="HxW",
+    callback=_parse_static,
+    default=None,
+    help="Fix the ONNX input's height and width (TensorRT, vs-mlrt); default: dynamic batch, height, width.",
+)
+@click.option("--opset", type=click.IntRange(14, None), default=17, show_default=True, help="ONNX opset (14 or newer).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @SCALE
-def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force: bool, scale: int | None) -> None:
+def convert_command(
+    model: Path,
+    out: Path,
+    dtype: str,
+    onnx: Path | None,
+    onnx_dtype: str,
+    onnx_io: str,
+    static: tuple[int, int] | None,
+    opset: int,
+    force: bool,
+    scale: int | None,
+) -> None:
     """Write the FDAT checkpoint MODEL as a clean OUT.safetensors (configuration in its metadata).
 
     \b
     Examples:
       spandrel-fdat convert 4x_model.pth 4x_model.safetensors
       spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.onnx
+      spandrel-fdat convert 4x_model.pth m.safetensors --onnx m_720x480.onnx --onnx-dtype fp16 --static 480x720
     """
     from .convert import DTYPES, convert_checkpoint
 
-    result = convert_checkpoint(model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale)
+    options = dict(dtype=onnx_dtype, io_dtype=onnx_io, static=static, opset=opset)
+    result = convert_checkpoint(
+        model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale, onnx_options=options
+    )
     _warn(result.warnings)
     if result.scale_guessed:
         click.echo(
@@ -325,7 +373,8 @@ def convert_command(model: Path, out: Path, dtype: str, onnx: Path | None, force
         f"{config.embed_dim}dim; configuration in its metadata)"
     )
     if result.onnx is not None:
-        click.echo(f"wrote {result.onnx} (ONNX, float32, dynamic batch/height/width)")
+        shape = f"static 1x{static[0]}x{static[1]}" if static else "dynamic batch/height/width"
+        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {onnx_dtype} with {onnx_io} input/output, {shape})")
 
 
 class _Tile(click.ParamType):

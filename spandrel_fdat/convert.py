@@ -229,12 +229,14 @@ def convert_checkpoint(
     onnx: str | os.PathLike[str] | None = None,
     force: bool = False,
     scale: int | None = None,
+    onnx_options: Mapping[str, Any] | None = None,
 ) -> ConvertResult:
     """Read an FDAT checkpoint (spandrel's restricted unpickler for .pth) and write it as safetensors.
 
     Everything is checked before anything is written: the output paths (extension,
     existing files unless `force`), the onnx package when `onnx` is given, and the
-    checkpoint itself. The ONNX graph is float32, exported from the checkpoint's weights.
+    checkpoint itself. The ONNX graph is exported from the checkpoint's weights with
+    `onnx_options` (export_onnx's dtype, io_dtype, static, opset; default fp32, dynamic).
     """
     from .report import load_checkpoint
 
@@ -245,7 +247,7 @@ def convert_checkpoint(
     loaded = load_checkpoint(source, scale=scale)
     config = loaded.inference.config
     if onnx_path is not None:  # first: an export failure leaves nothing written
-        export_onnx_file(loaded.descriptor, onnx_path)
+        export_onnx_file(loaded.descriptor, onnx_path, onnx_options or {})
     try:
         save_safetensors(loaded.descriptor.model, output_path, config, dtype)
     except BaseException:
@@ -255,7 +257,7 @@ def convert_checkpoint(
     return ConvertResult(output_path, onnx_path, config, loaded.inference.scale_guessed, dtype, loaded.warnings)
 
 
-def export_onnx_file(descriptor: ImageModelDescriptor[FDAT], path: Path) -> None:
+def export_onnx_file(descriptor: ImageModelDescriptor[FDAT], path: Path, options: Mapping[str, Any]) -> None:
     """`export_onnx` into a temporary file renamed to `path`; one-line errors naming --onnx."""
     from .export import export_onnx
 
@@ -264,7 +266,7 @@ def export_onnx_file(descriptor: ImageModelDescriptor[FDAT], path: Path) -> None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                export_onnx(descriptor, tmp)
+                export_onnx(descriptor, tmp, **options)
         except ImportError as err:
             raise ValueError(f"--onnx needs the onnx package: {ONNX_INSTALL_HINT} ({err})") from err
         except Exception as err:

@@ -1,28 +1,60 @@
-"""ONNX export with dynamic batch, height and width."""
+"""ONNX export: fp32, fp16 or bf16 graphs, dynamic or static height and width."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import torch
 from spandrel import ImageModelDescriptor
+from torch import Tensor, nn
 
 from .network import FDAT
 
-DEFAULT_OPSET = 17  # GridSample (DySample, LDA) needs 16
+DEFAULT_OPSET = 17  # any opset from 14 on works: DySample and LDA sample with gathers when exporting
+MIN_OPSET = 14
+INPUT_NAME, OUTPUT_NAME = "input", "output"  # the names chaiNNer's and vs-mlrt's ONNX nodes read the first of
+
+# bf16 is not offered: torch's TorchScript exporter cannot write a bf16 FDAT graph (2.14: an
+# internal ComplexDouble scalar-type error); TensorRT builds bf16 engines from the fp32 graph.
+OnnxDtype = Literal["fp32", "fp16"]
+ONNX_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class _CastIO(nn.Module):
+    """The network in its dtype between casts from and to the graph's input/output dtype."""
+
+    def __init__(self, net: FDAT, dtype: torch.dtype, io_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.net, self.dtype, self.io_dtype = net, dtype, io_dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.dtype != self.io_dtype:
+            x = x.to(self.dtype)
+        out = self.net(x)
+        return out if self.dtype == self.io_dtype else out.to(self.io_dtype)
 
 
 def export_onnx(
-    model: FDAT | ImageModelDescriptor[FDAT], path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET
+    model: FDAT | ImageModelDescriptor[FDAT],
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dtype: OnnxDtype = "fp32",
+    io_dtype: OnnxDtype | None = None,
+    static: tuple[int, int] | None = None,
 ) -> Path:
-    """Write `model` as ONNX (input "image": (N, C, H, W) float32, output "upscaled").
+    """Write `model` as ONNX: input "input" (N, C, H, W), output "output" (N, C, sH, sW).
 
-    Uses torch's TorchScript-based exporter: torch's dynamo exporter fails to
-    decompose scaled_dot_product_attention with symbolic window counts (it
-    records a view whose strides its own decomposition does not produce).
+    dtype: the graph's weights and computation (fp32 or fp16; sums over pixels stay in fp32 as in
+    PyTorch); io_dtype: its input and output (default: fp32). static=(H, W) fixes height and width (TensorRT engines, vs-mlrt);
+    None keeps batch, height and width dynamic. The output is not clamped to [0, 1].
+    A deep copy is exported: `model` is left as it was. Uses torch's TorchScript-based exporter
+    (its dynamo exporter cannot decompose scaled_dot_product_attention with symbolic window counts).
     Unshuffle models need inputs of at least 4 pixels per side in ONNX.
     """
     if importlib.util.find_spec("onnx") is None:
@@ -30,23 +62,31 @@ def export_onnx(
     net = model.model if isinstance(model, ImageModelDescriptor) else model
     if not isinstance(net, FDAT):
         raise TypeError(f"export_onnx takes an FDAT model or its descriptor, not {type(net).__name__}")
+    for name, value in (("dtype", dtype), ("io_dtype", io_dtype)):
+        if value is not None and value not in ONNX_DTYPES:
+            raise ValueError(f"export_onnx: {name}={value!r}; choose one of {', '.join(ONNX_DTYPES)}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"export_onnx: opset {opset} is too old; choose {MIN_OPSET} or newer")
+    if static is not None and (len(static) != 2 or min(static) < 1):
+        raise ValueError(f"export_onnx: static={static!r}; give (height, width), both at least 1")
     path = Path(path)
-    was_training, device, dtype = net.training, next(net.parameters()).device, next(net.parameters()).dtype
-    net.eval().to("cpu", torch.float32)
-    example = torch.rand(1, net.config.num_in_ch, 32, 32)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer and deprecation chatter
-            torch.onnx.export(
-                net,
-                (example,),
-                str(path),
-                input_names=["image"],
-                output_names=["upscaled"],
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "H", 3: "W"}},
-                opset_version=opset,
-                dynamo=False,
-            )
-    finally:
-        net.train(was_training).to(device, dtype)
+    work, io = ONNX_DTYPES[dtype], ONNX_DTYPES[io_dtype or "fp32"]
+    wrapped = _CastIO(copy.deepcopy(net).eval().to("cpu", work), work, io)
+    h, w = static if static is not None else (32, 32)
+    example = torch.rand(1, net.config.num_in_ch, h, w).to(io)
+    axes = None
+    if static is None:
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     return path

@@ -175,6 +175,8 @@ class SpatialWindowAttention(nn.Module):
     def add_gated(self, out: Tensor, x: Tensor, gate: Tensor) -> Tensor:
         """out += self(x) * gate for out like x and a (B, 1, 1, C) gate; in eager mode read from
         the windows where they lie, with no copy back to image order."""
+        if _tracing():  # torch's ONNX addcmul promotes an fp16 graph to fp32: written out
+            return out.add_(self(x) * gate)
         if _graph():
             return out.addcmul_(self(x), gate)
         b, c = gate.shape[0], gate.shape[-1]
@@ -253,7 +255,10 @@ class ChannelAttention(nn.Module):
         if chunks * size < n:  # the last n % chunks pixels
             rest = qk[:, chunks * size :].view(b, -1, nh, 2 * hd).transpose(1, 2).to(dtype)
             products += rest.transpose(-1, -2) @ rest
-        squares = products.diagonal(dim1=-2, dim2=-1).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
+        # (B, heads, 2hd); exported (one chunk) as a sum of squares: torch's ONNX diagonal is
+        # EyeLike, CumSum and an If per block
+        diagonal = main.square().sum((2, 3)) if _tracing() else products.diagonal(dim1=-2, dim2=-1)
+        squares = diagonal.reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return products[:, :, :hd, hd:], squares.reshape(b, 2 * c)
 
     def _statistics_from_moments(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -420,7 +425,10 @@ class FDATBlock(nn.Module):
             y = whole if whole is not None else self.n1(_halo(x, band))
             attn = attention.attend(_core(y, band), mixing)
             part = torch.add(_rows(x, band), attn, out=_into(mid, band))
-            part.addcmul_(self._conv_branch(y, band), self.inter.spatial_gate(attn))
+            if _tracing():  # torch's ONNX addcmul promotes an fp16 graph to fp32: written out
+                part.add_(self._conv_branch(y, band) * self.inter.spatial_gate(attn))
+            else:
+                part.addcmul_(self._conv_branch(y, band), self.inter.spatial_gate(attn))
         return part if mid is None else mid
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DYSAMPLE_GROUPS, LDA_GROUPS, LDA_KERNEL, LDA_REDUCTION, FDATConfig
+from .sampling import grid_sample
 
 
 def _conv3(cin: int, cout: int) -> nn.Conv2d:
@@ -63,8 +64,12 @@ class DySample(nn.Module):
         # (B, 2*G*s*s, H, W) -> (B, 2*G, sH, sW) -> (B*G, sH, sW, xy)
         coords = F.pixel_shuffle(coords.reshape(b, -1, h, w), s)
         coords = coords.view(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1).reshape(b * g, s * h, s * w, 2)
-        out = F.grid_sample(
-            x.to(work).reshape(b * g, c // g, h, w), coords, mode="bilinear", align_corners=False, padding_mode="border"
+        out = grid_sample(
+            x.to(work).reshape(b * g, c // g, h, w),
+            coords,
+            padding_mode="border",
+            align_corners=False,
+            gather=torch.onnx.is_in_onnx_export(),
         )
         return self.end_conv(out.view(b, c, s * h, s * w).to(dtype))
 
@@ -112,7 +117,7 @@ class LDAUpsample(nn.Module):
     def _sample(self, x: Tensor, grid: Tensor, oh: int, ow: int) -> Tensor:
         """(B*G, c, H, W) sampled at the k*k points of each output pixel -> (B*G, k*k, c, oH, oW)."""
         k = LDA_KERNEL
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out = grid_sample(x, grid, padding_mode="zeros", align_corners=True, gather=torch.onnx.is_in_onnx_export())
         bg, c = out.shape[:2]
         return out.view(bg, c, k, oh, k, ow).permute(0, 2, 4, 1, 3, 5).reshape(bg, k * k, c, oh, ow)
 
@@ -230,13 +235,12 @@ def conv_phases(phases: Phases, h: int, w: int, conv: nn.Conv2d) -> Tensor:
     Each input phase is multiplied by all 9 taps at once (`_sum_taps` adds up the products).
     """
     first = phases[0][0].full
-    b, taps = first.shape[0], _taps(conv)
+    taps = _taps(conv)
 
     def products(phase: Phase) -> Tensor:
-        """(B, 9 C_out, h, w): the phase's pixels times every tap."""
-        full = phase.full
-        planes = torch.matmul(taps, full.reshape(b, -1, full.shape[-1]).transpose(1, 2))  # (B, 9 C_out, H'W')
-        planes = planes.view(b, -1, full.shape[1], full.shape[2])
+        """(B, 9 C_out, h, w): the phase's pixels times every tap. No reshape, so an exported
+        graph takes every size (a traced reshape would bake the traced one in)."""
+        planes = torch.matmul(phase.full, taps.t()).permute(0, 3, 1, 2)  # (B, 9 C_out, H', W')
         return planes[:, :, phase.top : phase.top + h, phase.left : phase.left + w]
 
     return _sum_taps([[products(p) for p in row] for row in phases], conv.bias, first.dtype)
@@ -248,9 +252,11 @@ def _sum_taps(products: list[list[Tensor]], bias: Tensor | None, dtype: torch.dt
     Each output pixel sums 9 products, each from the phase and neighbour (offset -1, 0 or 1) its
     tap falls on; outside the image the products are zero, the conv's padding."""
     factor, first = len(products), products[0][0]
-    b, c_out, h, w = first.shape[0], first.shape[1] // 9, first.shape[2], first.shape[3]
+    c_out, h, w = first.shape[1] // 9, first.shape[2], first.shape[3]
     work = torch.promote_types(first.dtype, torch.float32)  # 9 terms summed in at least fp32
-    padded = [[F.pad(p.to(work), (1, 1, 1, 1)).view(b, 3, 3, c_out, h + 2, w + 2) for p in row] for row in products]
+    # tap (ky, kx) of a phase: channels (3 ky + kx) C_out onwards of its (B, 9 C_out, h + 2, w + 2)
+    # padding; sliced, not reshaped, so that an exported graph takes every size
+    padded = [[F.pad(p.to(work), (1, 1, 1, 1)) for p in row] for row in products]
     acc0 = (bias if bias is not None else first.new_zeros(c_out)).to(work).view(1, c_out, 1, 1)
     out = []  # out[py][px]: (B, C_out, h, w)
     for py in range(factor):
@@ -261,12 +267,13 @@ def _sum_taps(products: list[list[Tensor]], bias: Tensor | None, dtype: torch.dt
                 qy, oy = (py + ky - 1) % factor, (py + ky - 1) // factor  # source phase and offset
                 for kx in range(3):
                     qx, ox = (px + kx - 1) % factor, (px + kx - 1) // factor
-                    acc = acc + padded[qy][qx][:, ky, kx, :, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
+                    t = (3 * ky + kx) * c_out
+                    acc = acc + padded[qy][qx][:, t : t + c_out, 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
             row.append(acc)
         out.append(row)
     # (B, C_out, h, py, w, px): the output image, NCHW
     image = torch.stack([torch.stack(row, dim=-1) for row in out], dim=3)
-    return image.view(b, c_out, factor * h, factor * w).to(dtype)
+    return image.flatten(4, 5).flatten(2, 3).to(dtype)
 
 
 def interleave(phases: Phases, h: int, w: int) -> Tensor:

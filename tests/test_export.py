@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
 
-from spandrel_fdat import FDAT, export_onnx
-from tests.helpers import SMALL, build, image
+from spandrel_fdat import FDAT, export_onnx, load_model
+from spandrel_fdat.sampling import grid_sample
+from tests.helpers import SMALL, assert_one_line_error, build, image, run_cli
 
 ort = pytest.importorskip("onnxruntime")
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURE_NAMES = sorted(json.loads((FIXTURES / "manifest.json").read_text())["fixtures"])
 
 LAYOUTS: list[dict[str, Any]] = [
     *(
@@ -47,7 +54,7 @@ def test_onnx_matches_pytorch_at_two_sizes(kwargs: dict[str, Any], tmp_path: Pat
         x = torch.cat([image(3, h, w, seed=i) for i in range(batch)])
         with torch.inference_mode():
             expected = model(x)
-        (out,) = session.run(None, {"image": x.numpy()})
+        (out,) = session.run(None, {"input": x.numpy()})
         assert out.shape == tuple(expected.shape)
         torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
     assert not model.training  # export leaves the model as it found it
@@ -128,3 +135,110 @@ def test_a_batch_is_its_images(kwargs: dict[str, Any]) -> None:
         batched = model(x)
         single = torch.cat([model(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_chainner_style_export_of_every_fixture_runs_at_other_sizes(name: str) -> None:
+    """chaiNNer's "Convert to ONNX" pattern: torch.onnx.export of the module itself at opset 14
+    (no GridSample), dynamic batch/height/width, a 3x3 dummy input. The graph then runs at two
+    sizes other than the traced one and matches PyTorch (standalone pixelshuffle once baked the
+    traced size into a Reshape; DySample and LDA need the gather form of grid sampling below 16)."""
+    buffer = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LHAN nearest_conv's scale warning; tracer chatter
+        model = load_model(FIXTURES / f"{name}.safetensors")
+        net, c = model.model, model.input_channels
+        torch.onnx.export(
+            net,
+            (torch.rand(1, c, 3, 3),),
+            buffer,
+            opset_version=14,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": axes, "output": axes},
+            dynamo=False,
+        )
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for h, w in ((20, 24), (13, 9)):
+        x = image(c, h, w)
+        with torch.inference_mode():
+            expected = net(x)
+        (out,) = session.run(None, {"input": x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("padding_mode", "align_corners"), [("border", False), ("zeros", True)])
+def test_gather_grid_sample_equals_torch(padding_mode: Literal["zeros", "border"], align_corners: bool) -> None:
+    """The exportable bilinear sampling gives grid_sample's numbers, points outside the image included."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 9, generator=gen)
+    grid = torch.rand(3, 11, 6, 2, generator=gen) * 2.6 - 1.3  # up to 0.3 outside [-1, 1]
+    got = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=True)
+    expected = grid_sample(x, grid, padding_mode=padding_mode, align_corners=align_corners, gather=False)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_fp16_graph_with_fp32_or_fp16_io_runs_in_onnxruntime(tmp_path: Path) -> None:
+    """A native fp16 graph loads in onnxruntime and stays near the fp32 model; the model exported
+    is a copy (the caller's keeps its dtype and mode)."""
+    model = build(**SMALL, upsampler_type="dysample", scale=2).train()
+    x = image(3, 20, 24)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+    model.train()
+    for io_dtype in ("fp32", "fp16"):
+        path = export_onnx(model, tmp_path / f"{io_dtype}.onnx", dtype="fp16", io_dtype=io_dtype)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {"input": x.numpy().astype("float16" if io_dtype == "fp16" else "float32")})
+        assert out.dtype.name == ("float16" if io_dtype == "fp16" else "float32")
+        torch.testing.assert_close(torch.from_numpy(out).float(), expected, rtol=0, atol=2e-2)
+    assert model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_static_graph_has_fixed_shapes(tmp_path: Path) -> None:
+    model = build(**SMALL, upsampler_type="pixelshuffle", scale=2)
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "s.onnx", static=(20, 24))))
+    assert session.get_inputs()[0].shape == [1, 3, 20, 24]
+    assert session.get_outputs()[0].shape == [1, 3, 40, 48]
+    x = image(3, 20, 24)
+    with torch.inference_mode():
+        expected = model(x)
+    (out,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(dtype="bf16"), "dtype='bf16'; choose one of fp32, fp16"),
+        (dict(opset=13), "opset 13 is too old; choose 14 or newer"),
+        (dict(static=(0, 8)), "static=\\(0, 8\\); give \\(height, width\\)"),
+    ],
+)
+def test_export_rejects_bad_options_in_one_line(kwargs: dict[str, Any], message: str, tmp_path: Path) -> None:
+    model = build(**SMALL, upsampler_type="conv", scale=2)
+    with pytest.raises(ValueError, match=message):
+        export_onnx(model, tmp_path / "x.onnx", **kwargs)
+
+
+def test_convert_cli_writes_a_static_fp16_graph(tmp_path: Path) -> None:
+    out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
+    args = ("--onnx", graph, "--onnx-dtype", "fp16", "--onnx-io", "fp16", "--static", "12x10", "--opset", "14")
+    result = run_cli("convert", source, out, *args)
+    assert result.exit_code == 0, result.output
+    assert "opset 14, fp16 with fp16 input/output, static 1x12x10" in result.stdout
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 12, 10]
+    x = image(3, 12, 10)
+    with torch.inference_mode():
+        expected = load_model(source).model(x)
+    (out_image,) = session.run(None, {"input": x.numpy().astype("float16")})
+    torch.testing.assert_close(torch.from_numpy(out_image).float(), expected, rtol=0, atol=2e-2)
+
+
+def test_convert_cli_rejects_a_bad_static_size(tmp_path: Path) -> None:
+    source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
+    result = run_cli("convert", source, tmp_path / "m.safetensors", "--onnx", tmp_path / "m.onnx", "--static", "12by10")
+    assert_one_line_error(result, "--static", "HEIGHTxWIDTH")

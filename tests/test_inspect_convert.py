@@ -438,7 +438,7 @@ def test_convert_onnx_matches_pytorch(tmp_path: Path) -> None:
         x = torch.cat([image(3, h, w, seed=i) for i in range(batch)])
         with torch.inference_mode():
             expected = model(x)
-        (got,) = session.run(None, {"image": x.numpy()})
+        (got,) = session.run(None, {"input": x.numpy()})
         torch.testing.assert_close(torch.from_numpy(got), expected, rtol=0, atol=1e-4)
     assert build_report(out)["dtypes"] == {"bfloat16": 40, "uint8": 1}
 
