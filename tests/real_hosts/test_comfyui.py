@@ -45,6 +45,17 @@ FAMILIES = [
     "host_params_ema_transpose_conv_x2.pth",  # params_ema wrapper
     "host_state_dict_dysample_mid_eq_e_x2.safetensors",  # state_dict wrapper
 ]
+# plain ComfyUI (spandrel 0.4.2's FDAT) cannot load these: the node pack's FDAT runs them above
+# (measured: spandrel 0.4.2 with torch 2.14.1 on the CPU; the other six load with its FDAT)
+PLAIN_COMFYUI_FAILS = {
+    "host_fp16_pixelshuffle_x2.pth",
+    "host_fp16_pixelshuffle_x2.safetensors",
+    "host_state_dict_dysample_mid_eq_e_x2.safetensors",
+    "lhan_transpose_conv_x3.safetensors",
+    "standalone_pixelshuffle_x2.pth",
+    "uni_dysample_mid_ne_e_x4.pth",
+    "uni_pa_up_x2.pth",
+}
 LARGE = "uni_conv_x1.safetensors"  # a 600x560 image: more than one 512-pixel tile
 LHAN_NEAREST = "lhan_nearest_conv_x2.pth"  # does not record its scale: x2 only through the loader node
 
@@ -131,7 +142,7 @@ def comfyui_venv() -> Iterator[tuple[Path, Path]]:
     source = venvs.host_source("ComfyUI", "main.py")
     if source is None:
         pytest.skip(f"no ComfyUI source: {venvs.HOW_TO_RUN}")
-    venv = venvs.host_venv("comfyui", venvs.comfyui_pins(source))
+    venv = venvs.host_venv("comfyui", venvs.comfyui_pins(source), venvs.COMFYUI_NO_DEPS)
     with venvs.locked(venv):
         venvs.uninstall_plugin(venv)
         # what ComfyUI-Manager and `comfy node install` do with a node pack's requirements.txt
@@ -237,7 +248,7 @@ def test_bad_files_are_execution_errors_and_the_server_goes_on(
     message = error_of(comfy.upscale(fdat_loader(name), "small.png"))
     with pytest.raises(Exception) as ours:
         spandrel_fdat.load_model(comfy.base / "models" / "upscale_models" / name)
-    assert message == str(ours.value)  # the loader node's words are load_model's
+    assert message.strip() == str(ours.value)  # the loader node's words are load_model's
     saved = comfy.saved(comfy.upscale(stock_loader(FAMILIES[0]), "small.png"))  # the next prompt runs
     assert saved.shape == (80, 96, 3)
 
@@ -273,6 +284,24 @@ def test_wheel_route_comfyui_node_folder(comfyui_venv: tuple[Path, Path], tmp_pa
     finally:
         comfy.server.stop()
         venvs.uninstall_plugin(venv)
+
+
+def test_control_plain_comfyui_declines_them(
+    comfyui_venv: tuple[Path, Path], tmp_path: Path, small_image: np.ndarray
+) -> None:
+    """The same server without the node pack: spandrel 0.4.2's own FDAT loads only its own layout."""
+    source, venv = comfyui_venv
+    comfy = start_comfyui(source, venv, tmp_path, FAMILIES)
+    try:
+        Image.fromarray(small_image).save(tmp_path / "input" / "small.png")
+        failed = {
+            name
+            for name in FAMILIES
+            if comfy.upscale(stock_loader(name), "small.png")["status"]["status_str"] == "error"
+        }
+    finally:
+        comfy.server.stop()
+    assert failed >= PLAIN_COMFYUI_FAILS, sorted(failed)
 
 
 if __name__ == "__main__":

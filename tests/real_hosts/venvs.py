@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ENV_VAR = "SPANDREL_FDAT_HOSTS"
@@ -122,8 +122,13 @@ def host_source(name: str, marker: str) -> Path | None:
     return target / name
 
 
+COMFYUI_NO_DEPS = ["torchaudio==2.11.1"]
+"""ComfyUI imports torchaudio at start-up (comfy/sd.py); the registry has none for the project's torch
+2.14.1, and torchaudio 2.11.1 is a pure-Python wheel that imports with it: installed without its torch pin."""
+
+
 def comfyui_pins(source: Path) -> list[str]:
-    """ComfyUI's requirements.txt, plus the project's torch (ComfyUI does not pin torch)."""
+    """ComfyUI's requirements.txt, plus the project's torch and torchvision (ComfyUI does not pin them)."""
     lines = (source / "requirements.txt").read_text().splitlines()
     reqs = [line.split("#")[0].strip() for line in lines]
     reqs = [
@@ -137,41 +142,41 @@ def comfyui_pins(source: Path) -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}", *reqs]
 
 
-def _key(pins: list[str]) -> str:
+def _key(pins: list[str], no_deps: list[str]) -> str:
     python = subprocess.run([_python(), "-c", "import sys; print(sys.version)"], capture_output=True, text=True).stdout
-    return hashlib.sha256(json.dumps([python, pins]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([python, pins, no_deps] if no_deps else [python, pins]).encode()).hexdigest()[:16]
 
 
 def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def host_venv(host: str, pins: list[str], log: Path | None = None) -> Path:
-    """The cached venv for `host` with `pins` installed, built if missing (slow: minutes)."""
-    venv = CACHE / "host-venvs" / f"{host}-{_key(pins)}"
+def host_venv(host: str, pins: list[str], no_deps: Sequence[str] = (), log: Path | None = None) -> Path:
+    """The cached venv for `host` with `pins` (then `no_deps`, without their dependencies) installed.
+
+    Built if missing: minutes (the torch wheels and their CUDA libraries). Built beside its
+    final place (venv scripts hold absolute paths) and renamed into place when complete.
+    """
+    venv = CACHE / "host-venvs" / f"{host}-{_key(pins, list(no_deps))}"
     if venv_python(venv).exists():
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{venv.name}-", dir=venv.parent))
+    build = venv.parent / f".{venv.name}.building-{os.getpid()}"
+    python = str(venv_python(build))
+    steps = [
+        [python, "-m", "pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel"],
+        [python, "-m", "pip", "install", *pins],
+    ]
+    if no_deps:
+        steps.append([python, "-m", "pip", "install", "--no-deps", *no_deps])
     try:
-        # Built where it will live (venv scripts hold absolute paths), then renamed: see _finish.
-        build = venv.parent / f"{venv.name}.building-{os.getpid()}"
         subprocess.run([_python(), "-m", "venv", str(build)], check=True)
-        out = open(log, "a") if log else None  # noqa: SIM115
-        try:
-            subprocess.run(
-                [str(venv_python(build)), "-m", "pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel"],
-                check=True,
-                stdout=out,
-                stderr=out,
-            )
-            subprocess.run([str(venv_python(build)), "-m", "pip", "install", *pins], check=True, stdout=out, stderr=out)
-        finally:
-            if out:
-                out.close()
+        with open(log or os.devnull, "a") as out:
+            for step in steps:
+                subprocess.run(step, check=True, stdout=out, stderr=out)
         _finish(build, venv)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
     return venv
 
 
@@ -232,7 +237,7 @@ def main(argv: list[str]) -> None:
         if host == "comfyui":
             src = host_source("ComfyUI", "main.py")
             assert src, HOW_TO_RUN
-            print(host_venv("comfyui", comfyui_pins(src), log=CACHE / "comfyui-build.log"))
+            print(host_venv("comfyui", comfyui_pins(src), COMFYUI_NO_DEPS, log=CACHE / "comfyui-build.log"))
         elif host == "chainner":
             print(host_venv("chainner", CHAINNER_PINS, log=CACHE / "chainner-build.log"))
 
