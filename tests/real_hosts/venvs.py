@@ -67,6 +67,8 @@ CHAINNER_PINS = [
     "numba==0.57.1",
     "PyMatting==1.1.10",
     "chainner_ext==0.3.10",
+    # tracerite 1.1.0 (sanic's error pages) imports pkg_resources, which setuptools 81 removed
+    "setuptools<81",
     # chaiNNer_pytorch (facexlib left out: only the face-upscale node needs it)
     "torch==2.7.0",
     "torchvision==0.22.0",
@@ -216,13 +218,25 @@ def pip(venv: Path, *args: str) -> None:
         raise RuntimeError(f"pip {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
 
 
-def install_plugin(venv: Path) -> None:
-    """Install spandrel_fdat from this checkout into the venv (no dependencies: the host's pins stay)."""
-    pip(venv, "install", "-q", "--no-deps", "--no-build-isolation", "--force-reinstall", str(REPO))
+def install_plugin(venv: Path) -> str:
+    """`pip install` spandrel_fdat from this checkout into the venv, as a user would; pip's output.
+
+    Its dependencies come along where the host's versions do not satisfy them (the first
+    time, over the network: click, tqdm, pypng, tifffile).
+    """
+    uninstall_plugin(venv)
+    result = subprocess.run(
+        [str(venv_python(venv)), "-m", "pip", "install", "--no-build-isolation", str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise RuntimeError(f"pip install {REPO} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return result.stdout
 
 
 def uninstall_plugin(venv: Path) -> None:
-    pip(venv, "uninstall", "-q", "-y", "spandrel-fdat")
+    pip(venv, "uninstall", "-q", "-y", "spandrel-fdat")  # pip only warns when it is not installed
 
 
 def host_env(**extra: str) -> dict[str, str]:
