@@ -152,6 +152,31 @@ def test_load_upscale_save(chainner: Chainner, small_image: tuple[Path, np.ndarr
     assert np.abs(saved - want).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("uni_v2_nearest_conv_gray_x3.safetensors", "L"),
+        ("uni_unshuffle_1to3_x2.pth", "L"),
+        ("uni_pattern_css_rgba_x2.pth", "RGBA"),
+    ],
+)
+def test_grey_rgba_and_one_to_three(chainner: Chainner, name: str, mode: str) -> None:
+    channels = len(mode)
+    rng = np.random.default_rng(5)
+    pixels = (rng.random((20, 24, channels)) * 255).astype(np.uint8)
+    image = chainner.work / f"in_{mode}.png"
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode).save(image)
+    stem = name.replace(".", "_")
+    status, answer = chainner.upscale(FIXTURES / name, image, stem)
+    assert status == 200 and answer == {"type": "success"}, answer
+    saved = np.asarray(Image.open(chainner.work / "out" / f"{stem}.png")).astype(float)
+    want = expected(FIXTURES / name, pixels)
+    if saved.ndim == 2:
+        saved = saved[..., None]
+    assert saved.shape == want.shape
+    assert np.abs(saved - want).max() <= TOLERANCE
+
+
 def test_control_autoload_off(
     chainner_venv: tuple[Path, Path, str], tmp_path: Path, small_image: tuple[Path, np.ndarray]
 ) -> None:
