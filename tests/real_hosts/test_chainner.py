@@ -177,6 +177,35 @@ def test_grey_rgba_and_one_to_three(chainner: Chainner, name: str, mode: str) ->
     assert np.abs(saved - want).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("weight_format", ["pth", "safetensors"])
+def test_save_model_and_reload(chainner: Chainner, small_image: tuple[Path, np.ndarray], weight_format: str) -> None:
+    name = FAMILIES[0]
+    status, answer = chainner.run(
+        [
+            chainner.node("b", "chainner:pytorch:load_model", {0: value(str(FIXTURES / name))}),
+            chainner.node(
+                "s",
+                "chainner:pytorch:save_model",
+                {
+                    0: edge("b", 0),
+                    1: value(str(chainner.work)),
+                    2: value(f"saved_{weight_format}"),
+                    3: value(weight_format),
+                },
+            ),
+        ]
+    )
+    assert status == 200, answer
+    saved_model = chainner.work / f"saved_{weight_format}.{weight_format}"
+    status, answer = chainner.upscale(saved_model, small_image[0], f"reloaded_{weight_format}")
+    assert status == 200, answer
+    saved = np.asarray(Image.open(chainner.work / "out" / f"reloaded_{weight_format}.png").convert("RGB")).astype(float)
+    assert np.abs(saved - expected(FIXTURES / name, small_image[1])).max() <= TOLERANCE
+    reloaded = spandrel_fdat.load_model(saved_model).model.state_dict()
+    original = spandrel_fdat.load_model(FIXTURES / name).model.state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in original.items())
+
+
 def test_control_autoload_off(
     chainner_venv: tuple[Path, Path, str], tmp_path: Path, small_image: tuple[Path, np.ndarray]
 ) -> None:
