@@ -3,10 +3,12 @@
 ComfyUI imports every folder in `ComfyUI/custom_nodes/` at start-up (after its
 own upscale-model nodes, which add spandrel_extra_arches to spandrel's main
 registry). The folder written here holds one `__init__.py` that calls
-`spandrel_fdat.install(ignore_duplicates=True)` and declares no nodes
-(`NODE_CLASS_MAPPINGS = {}`): ComfyUI's own "Load Upscale Model" node then
-loads FDAT checkpoints with this package's architecture. spandrel_fdat must be
-installed in ComfyUI's Python.
+`spandrel_fdat.install(ignore_duplicates=True)` and declares one node, "Load Upscale
+Model (FDAT)" (`NODE_CLASS_MAPPINGS` below). ComfyUI's own "Load Upscale Model" node
+then loads FDAT checkpoints with this package's architecture; the FDAT node also
+takes the scale for checkpoints that do not record it. spandrel_fdat must be
+installed in ComfyUI's Python. A clone of this repository in `custom_nodes/` does
+the same through the repository's own `__init__.py`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["NODE_FOLDER_NAME", "node_source", "write_comfyui_node"]
+__all__ = [
+    "NODE_CLASS_MAPPINGS",
+    "NODE_DISPLAY_NAME_MAPPINGS",
+    "NODE_FOLDER_NAME",
+    "SCALE_CHOICES",
+    "FDATUpscaleModelLoader",
+    "node_source",
+    "write_comfyui_node",
+]
 
 NODE_FOLDER_NAME = "spandrel-fdat"
 """The folder name to use in `ComfyUI/custom_nodes/` (a name no Python module can have)."""
@@ -26,8 +37,8 @@ _NODE_SOURCE = f'''{_MARKER}: registers the FDAT architecture of spandrel_fdat w
 
 Written by `spandrel-fdat comfyui-node`. ComfyUI imports this folder at start-up;
 from then on its "Load Upscale Model" node loads FDAT checkpoints of every layout
-with spandrel_fdat. This node declares no nodes of its own. Remove the folder to
-undo it. Needs spandrel_fdat installed in ComfyUI's Python environment.
+with spandrel_fdat, and "Load Upscale Model (FDAT)" takes the scale for checkpoints
+that do not record it. Remove the folder to undo it. Needs spandrel_fdat installed in ComfyUI's Python environment.
 """
 
 import logging
@@ -43,8 +54,7 @@ except ImportError as error:
 _added = spandrel_fdat.install(ignore_duplicates=True)
 logging.info("spandrel-fdat %s: FDAT %s spandrel", spandrel_fdat.__version__, "registered with" if _added else "already in")
 
-NODE_CLASS_MAPPINGS: dict = {{}}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {{}}
+from spandrel_fdat.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 '''
 
 
@@ -90,3 +100,54 @@ def write_comfyui_node(path: str | os.PathLike[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     init.write_text(node_source(), encoding="utf-8")
     return init
+
+
+SCALE_CHOICES = ("auto", "1", "2", "3", "4")
+"""The loader node's scale choice: "auto" is `load_model`'s default (stored or inferred scale)."""
+
+
+class FDATUpscaleModelLoader:
+    """ComfyUI node "Load Upscale Model (FDAT)": an FDAT checkpoint from `upscale_models`, at a chosen scale.
+
+    Returns ComfyUI's UPSCALE_MODEL (a spandrel ImageModelDescriptor with the model
+    patcher ComfyUI's "Upscale Image (using Model)" node expects). The scale applies
+    only to checkpoints that do not record theirs (LHAN nearest+conv, for example);
+    "auto" keeps `load_model`'s choice. Errors are `load_model`'s, word for word.
+    ComfyUI's modules are imported only when the node runs.
+    """
+
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("UPSCALE_MODEL",)
+    FUNCTION = "load"
+    DESCRIPTION = "Loads an FDAT upscale model; the scale is used for checkpoints that do not record theirs."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        import folder_paths  # ComfyUI's
+
+        return {
+            "required": {
+                "model_name": (folder_paths.get_filename_list("upscale_models"),),
+                "scale": (list(SCALE_CHOICES), {"default": "auto"}),
+            }
+        }
+
+    def load(self, model_name: str, scale: str) -> tuple[Any]:
+        import folder_paths
+        from comfy import model_management, model_patcher
+
+        from .arch import load_model
+
+        path = folder_paths.get_full_path_or_raise("upscale_models", model_name)
+        model = load_model(path, scale=None if scale == "auto" else int(scale)).eval()
+        # what ComfyUI's upscale node moves between devices
+        model.patcher = model_patcher.CoreModelPatcher(
+            model.model,
+            load_device=model_management.get_torch_device(),
+            offload_device=model_management.unet_offload_device(),
+        )
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {"FDATUpscaleModelLoader": FDATUpscaleModelLoader}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {"FDATUpscaleModelLoader": "Load Upscale Model (FDAT)"}

@@ -130,19 +130,17 @@ def test_files_not_written_by_us_are_never_touched(tmp_path: Path, name: str) ->
 # --- the ComfyUI node folder --------------------------------------------------------------------
 
 
-def test_comfyui_node_source_declares_no_nodes() -> None:
+def test_comfyui_node_source_offers_the_fdat_loader_node() -> None:
     source = comfyui.node_source()
     tree = ast.parse(source)
-    assigned = {
-        target.id: node.value
+    imported = {
+        alias.name
         for node in tree.body
-        if isinstance(node, ast.AnnAssign | ast.Assign)
-        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
-        if isinstance(target, ast.Name)
+        if isinstance(node, ast.ImportFrom) and node.module == "spandrel_fdat.comfyui"
+        for alias in node.names
     }
-    for name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
-        value = assigned[name]
-        assert isinstance(value, ast.Dict) and value.keys == []
+    assert imported == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
+    assert comfyui.NODE_DISPLAY_NAME_MAPPINGS == {"FDATUpscaleModelLoader": "Load Upscale Model (FDAT)"}
     assert "spandrel_fdat.install(ignore_duplicates=True)" in source
 
 

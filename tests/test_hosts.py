@@ -278,7 +278,7 @@ def test_chainner_interpolate_models(chainner_registry: ArchRegistry, filename: 
 
 
 @pytest.mark.parametrize("bare_name", [False, True], ids=["module-name-from-path", "bare-folder-name"])
-def test_comfyui_node_registers_fdat_and_declares_no_nodes(
+def test_comfyui_node_registers_fdat_and_offers_the_loader_node(
     host_registry: ArchRegistry, tmp_path: Path, bare_name: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "custom_nodes" / comfyui.NODE_FOLDER_NAME
@@ -288,10 +288,10 @@ def test_comfyui_node_registers_fdat_and_declares_no_nodes(
     monkeypatch.delitem(sys.modules, name, raising=False)
     try:
         assert comfyui_host.load_custom_node(str(folder), bare_name=bare_name)  # counted as loaded
-        assert sys.modules[name].NODE_CLASS_MAPPINGS == {}
+        assert sys.modules[name].NODE_CLASS_MAPPINGS == comfyui.NODE_CLASS_MAPPINGS
     finally:
         sys.modules.pop(name, None)
-    assert comfyui_host.NODE_CLASS_MAPPINGS == {}
+    assert comfyui_host.NODE_CLASS_MAPPINGS == comfyui.NODE_CLASS_MAPPINGS
     assert ARCH_ID in host_registry
     for filename in VARIED:
         model = comfyui_host.load_upscale_model(str(FIXTURES / filename))
@@ -492,7 +492,7 @@ def test_comfyui_startup_with_the_custom_node_in_a_fresh_interpreter(tmp_path: P
     assert report["extra_arches"] is HAS_EXTRA_ARCHES
     assert report["registered_before_nodes"] is False
     assert report["nodes_loaded"] == [True]
-    assert report["node_class_mappings"] == []
+    assert report["node_class_mappings"] == ["FDATUpscaleModelLoader"]
     for name, entry in zip(files, report["files"], strict=True):
         config = CONFIG_OF[name]
         s = config["scale"]
