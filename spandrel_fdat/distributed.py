@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .images import EXTENSIONS, write_atomic
-from .paths import collect_inputs
-from .upscale import DEFAULT_TILE, Summary, UpscaleError, _reason, _refusal, plan_jobs
+from .images import write_atomic
+from .upscale import DEFAULT_TILE, Summary, UpscaleError, _reason, gather_inputs, plan_jobs, select_jobs
 
 __all__ = ["RAY_MISSING", "TEST_EXIT_ENV", "upscale_ray"]
 
@@ -131,25 +130,11 @@ def upscale_ray(
     `max_retries`: restarts of a dead actor and retries of its tasks.
     """
     ray = _init_ray(address, num_cpus)
-    images, rejected = collect_inputs(inputs)
-    if not images and not rejected:
-        raise UpscaleError(f"no input images in {', '.join(map(str, inputs))} (expected {', '.join(EXTENSIONS)})")
-    several = len(images) > 1 or any(Path(p).is_dir() for p in inputs)
+    images, rejected, several = gather_inputs(inputs)
     jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
-    failures: list[tuple[Path, str]] = list(rejected)
-    claimed: dict[Path, Path] = {}
-    rows: list[dict[str, str]] = []
-    skipped = 0
-    for job in jobs:
-        if resume and job.target.is_file() and job.target.resolve() != job.source.resolve():
-            skipped += 1
-            claimed[job.target.resolve()] = job.source
-            continue
-        reason = _refusal(job, claimed, force)
-        if reason is None:
-            rows.append({"source": str(job.source), "target": str(job.target)})
-        else:
-            failures.append((job.source, reason))
+    runnable, refused, skipped = select_jobs(jobs, force=force, resume=resume)
+    failures: list[tuple[Path, str]] = [*rejected, *refused]
+    rows = [{"source": str(job.source), "target": str(job.target)} for job in runnable]
     start = time.perf_counter()
     done, megapixels = 0, 0.0
     if rows:

@@ -339,10 +339,7 @@ def upscale_files(
     from tqdm import tqdm
 
     say = report or _to_stderr
-    images, rejected = collect_inputs(inputs)
-    if not images and not rejected:
-        raise UpscaleError(f"no input images in {', '.join(map(str, inputs))} (expected {', '.join(EXTENSIONS)})")
-    several = len(images) > 1 or any(Path(p).is_dir() for p in inputs)
+    images, rejected, several = gather_inputs(inputs)
     notes: list[str] = []
     upscaler = Upscaler.load(
         model or default_model(),
@@ -365,19 +362,9 @@ def upscale_files(
     for path, why in rejected:
         fail(path, why)
     start = time.perf_counter()
-    claimed: dict[Path, Path] = {}  # output -> the input writing it
-    runnable: list[Job] = []
-    skipped = 0
-    for job in jobs:
-        if resume and job.target.is_file() and job.target.resolve() != job.source.resolve():
-            skipped += 1
-            claimed[job.target.resolve()] = job.source
-            continue
-        reason = _refusal(job, claimed, force)
-        if reason is None:
-            runnable.append(job)
-        else:
-            fail(job.source, reason)
+    runnable, refused, skipped = select_jobs(jobs, force=force, resume=resume)
+    for path, why in refused:
+        fail(path, why)
     disable = None if progress is None else not progress
     timings = {"decode": 0.0, "infer": 0.0, "encode": 0.0}
     done, megapixels = 0, 0.0
@@ -519,6 +506,33 @@ def _to_stderr(line: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(line, file=sys.stderr)  # above the progress bars
+
+
+def gather_inputs(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[Path, str]], bool]:
+    """The input images, the inputs refused with their reasons, and whether there are several (`-o` a folder)."""
+    images, rejected = collect_inputs(inputs)
+    if not images and not rejected:
+        raise UpscaleError(f"no input images in {', '.join(map(str, inputs))} (expected {', '.join(EXTENSIONS)})")
+    return images, rejected, len(images) > 1 or any(Path(p).is_dir() for p in inputs)
+
+
+def select_jobs(jobs: Sequence[Job], *, force: bool, resume: bool) -> tuple[list[Job], list[tuple[Path, str]], int]:
+    """The jobs to run, the jobs refused with their reasons, and how many `resume` skipped as already done."""
+    claimed: dict[Path, Path] = {}  # output -> the input writing it
+    runnable: list[Job] = []
+    refused: list[tuple[Path, str]] = []
+    skipped = 0
+    for job in jobs:
+        if resume and job.target.is_file() and job.target.resolve() != job.source.resolve():
+            skipped += 1
+            claimed[job.target.resolve()] = job.source
+            continue
+        reason = _refusal(job, claimed, force)
+        if reason is None:
+            runnable.append(job)
+        else:
+            refused.append((job.source, reason))
+    return runnable, refused, skipped
 
 
 def _refusal(job: Job, claimed: dict[Path, Path], force: bool) -> str | None:
