@@ -42,7 +42,8 @@ def _product_kind(a: torch.Tensor, b: torch.Tensor) -> str:
     """The kind of a matrix product a @ b by its shapes."""
     if a.dtype == torch.float64 or a.shape[-1] >= 1024:  # summed over the pixels: q^T k, S = y^T y
         return KINDS[1]
-    if math.prod(a.shape[:-2]) > 16 and a.shape[-2] <= 256 and b.shape[-1] <= 256:  # per window and head
+    # per window and head: both operands batched (a 2-D b is a weight, e.g. the upsampler's conv taps)
+    if b.dim() > 2 and math.prod(a.shape[:-2]) > 16 and a.shape[-2] <= 256 and b.shape[-1] <= 256:
         return KINDS[3]
     return KINDS[0]
 

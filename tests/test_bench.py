@@ -34,11 +34,6 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ModuleT
     yield benchmark, breakdown
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the onnx merge, light x2 nearest+conv counts 10.8% more window-attention FLOPs for ours than the "
-    "reference (105839136 vs 95551488); under investigation, see the stop-26 closing note",
-)
 def test_flop_counts_agree(bench: tuple[ModuleType, ModuleType]) -> None:
     benchmark, breakdown = bench
     for case in benchmark.CASES:
