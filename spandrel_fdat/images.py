@@ -136,7 +136,7 @@ def decode_image(data: bytes, name: str | os.PathLike[str]) -> FloatImage:
         raise ImageFileError(path, f"cannot read this image ({type(err).__name__}: {one_line(err)})") from err
 
 
-def _from_array(array: np.ndarray, max_value: float, icc: bytes | None, bit_depth: int) -> FloatImage:
+def from_array(array: np.ndarray, max_value: float, icc: bytes | None, bit_depth: int) -> FloatImage:
     """(H, W) or (H, W, planes) integers: planes 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA."""
     if array.ndim == 2:
         array = array[:, :, None]
@@ -159,13 +159,13 @@ def _read_pillow(data: bytes, path: str | os.PathLike[str]) -> FloatImage:
         icc = image.info.get("icc_profile")
         mode = image.mode
         if mode.startswith("I;16"):  # 16-bit grey (Pillow's only 16-bit mode)
-            return _from_array(np.asarray(image).astype(np.uint16), 65535.0, icc, 16)
+            return from_array(np.asarray(image).astype(np.uint16), 65535.0, icc, 16)
         if mode in ("I", "F") or mode.startswith(("I;", "F;")):
             raise ImageFileError(path, f"expected an 8- or 16-bit image, found 32-bit samples (Pillow mode {mode})")
         transparent = "transparency" in image.info or mode in ("RGBA", "LA", "PA", "RGBa", "La")
         grey = mode in ("1", "L", "LA", "La")
         target = ("LA" if transparent else "L") if grey else ("RGBA" if transparent else "RGB")
-        return _from_array(np.asarray(image.convert(target)), 255.0, icc, 8)
+        return from_array(np.asarray(image.convert(target)), 255.0, icc, 8)
 
 
 def _read_png16(data: bytes) -> FloatImage:
@@ -178,7 +178,7 @@ def _read_png16(data: bytes) -> FloatImage:
         f.seek(0)
         icc = _png_icc_profile(png.Reader(file=f))
     max_value = float(2 ** info["bitdepth"] - 1)  # asDirect gives the sBIT depth where the file has one
-    return _from_array(array, max_value, icc, 16)
+    return from_array(array, max_value, icc, 16)
 
 
 def _png_icc_profile(reader: Any) -> bytes | None:
@@ -221,7 +221,7 @@ def _read_tiff16(data: bytes, path: str | os.PathLike[str]) -> FloatImage | None
             array = 65535 - array if array.ndim == 2 else np.concatenate([65535 - array[..., :1], array[..., 1:]], 2)
         icc_tag = page.tags.get(_TIFF_ICC_TAG)
         icc = bytes(icc_tag.value) if icc_tag is not None else None
-        return _from_array(array, 65535.0, icc, 16)
+        return from_array(array, 65535.0, icc, 16)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def encode_image(image: FloatImage, name: str | os.PathLike[str]) -> bytes:
         raise ImageFileError(path, f"{fmt} holds 8-bit images only, this one is 16-bit: write a .png or .tif")
     if image.alpha is not None and fmt == "JPEG":
         raise ImageFileError(path, "JPEG has no alpha channel, this image has one: write a .png, .webp or .tif")
-    array = _to_array(image)
+    array = to_array(image)
     try:
         if image.bit_depth == 16 and fmt == "PNG":
             return _png16_bytes(array, image.icc_profile)
@@ -280,7 +280,7 @@ def write_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _to_array(image: FloatImage) -> np.ndarray:
+def to_array(image: FloatImage) -> np.ndarray:
     """(H, W, planes) unsigned integers of the image's bit depth, alpha last."""
     planes = image.colour if image.alpha is None else torch.cat([image.colour, image.alpha])
     max_value = 2**image.bit_depth - 1

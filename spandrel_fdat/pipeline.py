@@ -16,9 +16,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .images import FloatImage, decode_image, encode_image, write_atomic
+from .images import FloatImage, decode_image, encode_image, from_array, to_array, write_atomic
 from .paths import Job, collect_inputs, plan_outputs
 from .upscale import DEFAULT_TILE, Upscaler, default_model, resolve_device
 
@@ -92,13 +91,6 @@ def upscale_array(upscaler: Upscaler, array: np.ndarray) -> np.ndarray:
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a uint8 or uint16 array, found {array.dtype}")
     bits = 8 if array.dtype == np.uint8 else 16
-    squeeze = array.ndim == 2
-    planes = array[:, :, None] if squeeze else array
-    floats = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1), dtype=np.float32) / (2**bits - 1))
-    alpha = planes.shape[2] in (2, 4)  # (planes, H, W) below
-    image = FloatImage(floats[:-1] if alpha else floats, floats[-1:] if alpha else None, bits, None)
-    result = upscale_image(upscaler, image)
-    out = result.colour if result.alpha is None else torch.cat([result.colour, result.alpha])
-    values = out.clamp(0, 1).mul(2**bits - 1).round().numpy().transpose(1, 2, 0)  # (planes, H, W) -> (H, W, planes)
-    values = np.ascontiguousarray(values, dtype=array.dtype)
-    return values[:, :, 0] if squeeze else values
+    result = upscale_image(upscaler, from_array(array, 2**bits - 1, None, bits))
+    values = to_array(result)  # (H, W, planes)
+    return values[:, :, 0] if array.ndim == 2 else values
