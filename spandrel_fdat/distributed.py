@@ -19,8 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .images import write_atomic
-from .upscale import DEFAULT_TILE, Summary, UpscaleError, _reason, gather_inputs, plan_jobs, select_jobs
+from .images import EXTENSIONS, image_format, write_atomic
+from .upscale import (
+    DEFAULT_TILE,
+    Summary,
+    UpscaleError,
+    _reason,
+    gather_inputs,
+    plan_jobs,
+    refusal,
+    select_jobs,
+)
 
 __all__ = ["RAY_MISSING", "TEST_EXIT_ENV", "upscale_ray"]
 
@@ -46,29 +55,30 @@ class _Upscale:
         self.upscaler = load_for_upscale(**options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from .paths import Job
-        from .pipeline import upscale_bytes
+        from .pipeline import decode, encode, upscale_image
 
         errors: list[str] = []
-        for source, target in zip(batch["source"], batch["target"], strict=True):
-            job = Job(Path(str(source)), Path(str(target)))
-            _die_once_for_tests(job.source)
+        megapixels: list[float] = []
+        for source, target in zip(map(str, batch["source"]), map(str, batch["target"]), strict=True):
+            _die_once_for_tests(source)
             try:
-                data = _read(str(source))
-                _write(upscale_bytes(self.upscaler, data, job.source, job.target), str(target))
+                image = decode(_read(source), source)
+                _write(encode(upscale_image(self.upscaler, image), target), target)
             except Exception as err:  # an image's failure is its row's, not the job's
-                errors.append(" ".join(_reason(job, err).split()))
+                errors.append(" ".join(_reason(source, err).split()))
+                megapixels.append(0.0)
             else:
                 errors.append("")
-        return {"source": [str(s) for s in batch["source"]], "error": errors}
+                megapixels.append(image.width * image.height / 1e6)
+        return {"source": [str(s) for s in batch["source"]], "error": errors, "megapixels": megapixels}
 
 
-def _die_once_for_tests(source: Path) -> None:
+def _die_once_for_tests(source: str) -> None:
     spec = os.environ.get(TEST_EXIT_ENV)
     if not spec:
         return
     name, marker = spec.split(":", 1)
-    if source.name == name and not os.path.exists(marker):
+    if source.rpartition("/")[2] == name and not os.path.exists(marker):
         Path(marker).touch()
         os._exit(1)  # a real process death: Ray restarts the actor and retries the task
 
@@ -154,11 +164,10 @@ def upscale_ray(
     ray = _init_ray(address)
     if not address or address == "local":
         _check_actor_fits(ray, num_cpus, num_gpus)
-    images, rejected, several = gather_inputs(inputs)
-    jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
-    runnable, refused, skipped = select_jobs(jobs, force=force, resume=resume)
-    failures: list[tuple[Path, str]] = [*rejected, *refused]
-    rows = [{"source": str(job.source), "target": str(job.target)} for job in runnable]
+    if any(_is_uri(name) for name in [*inputs, output]):
+        rows, failures, skipped, destination, single_file = _plan_uris(inputs, output, force=force, resume=resume)
+    else:
+        rows, failures, skipped, destination, single_file = _plan_paths(inputs, output, force=force, resume=resume)
     start = time.perf_counter()
     done, megapixels = 0, 0.0
     if rows:
@@ -179,11 +188,10 @@ def upscale_ray(
         for row in dataset.iter_rows():
             source = str(row["source"])
             if row["error"]:
-                failures.append((Path(source), str(row["error"])))
+                failures.append((source if _is_uri(source) else Path(source), str(row["error"])))
             else:
                 done += 1
-                megapixels += _megapixels(Path(source))
-    destination = (jobs[0].target if single_file else Path(output)) if jobs else None
+                megapixels += float(row["megapixels"])
     for path, why in failures:
         print(" ".join(f"{path}: {why}".split()), file=sys.stderr)
     return Summary(
@@ -198,8 +206,91 @@ def upscale_ray(
     )
 
 
-def _megapixels(path: Path) -> float:
-    from PIL import Image
+Plan = tuple[list[dict[str, str]], list[tuple[Path | str, str]], int, Path | str | None, bool]
+"""(source, target) rows to run, (input, reason) failures, outputs already done, destination, one file."""
 
-    with Image.open(path) as image:
-        return image.width * image.height / 1e6
+
+def _plan_paths(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], **select: bool) -> Plan:
+    """Local inputs and output: the CLI's own steps (`upscale`)."""
+    images, rejected, several = gather_inputs(inputs)
+    jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
+    runnable, refused, skipped = select_jobs(jobs, **select)
+    rows = [{"source": str(job.source), "target": str(job.target)} for job in runnable]
+    destination = (jobs[0].target if single_file else Path(output)) if jobs else None
+    return rows, [*rejected, *refused], skipped, destination, single_file
+
+
+def _is_uri(name: str | os.PathLike[str]) -> bool:
+    return "://" in os.fspath(name)
+
+
+def _kind(name: str) -> str | None:
+    """ "file", "folder" or None (missing), for a local path or a pyarrow filesystem URI (s3://, gs://, ...)."""
+    if not _is_uri(name):
+        path = Path(name)
+        return "folder" if path.is_dir() else "file" if path.exists() else None
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(name)
+    kind = fs.get_file_info(path).type
+    return {pyarrow.fs.FileType.File: "file", pyarrow.fs.FileType.Directory: "folder"}.get(kind)
+
+
+def _files_in(folder: str) -> list[str]:
+    """The files directly in a local folder or under a URI prefix, sorted."""
+    if not _is_uri(folder):
+        return sorted(str(p) for p in Path(folder).iterdir() if p.is_file())
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(folder)
+    base = folder.rstrip("/")
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path.rstrip("/")))
+    return sorted(f"{base}/{info.base_name}" for info in infos if info.type == pyarrow.fs.FileType.File)
+
+
+def _plan_uris(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], **select: bool) -> Plan:
+    """Inputs or output on a pyarrow filesystem (a URI): the CLI's rules, names kept as given."""
+    images: list[str] = []
+    failures: list[tuple[Path | str, str]] = []
+    several = False
+    for name in (os.fspath(i) for i in inputs):
+        kind = _kind(name)
+        several = several or kind == "folder"
+        if kind == "folder":
+            images.extend(f for f in _files_in(name) if image_format(f) is not None)
+        elif kind is None:
+            failures.append((name, "no such file or folder"))
+        elif image_format(name) is None:
+            failures.append((name, f"not an image file (expected {', '.join(EXTENSIONS)})"))
+        else:
+            images.append(name)
+    if not images and not failures:
+        gather_inputs(inputs)  # raises the CLI's "no input images" error
+    out = os.fspath(output)
+    if not images:
+        return [], failures, 0, None, False
+    as_folder = f"{out.rstrip('/')}/" if _kind(out) == "folder" else out  # an existing folder needs no trailing /
+    # the CLI's -o rule decides file or folder and refuses; the names are built here (pathlib mangles "s3://")
+    names = [Path(i.rpartition("/")[2]) for i in images]
+    _, single_file = plan_jobs(names, as_folder, several or len(images) > 1, create=not _is_uri(out))
+    targets = [out] if single_file else [f"{out.rstrip('/')}/{i.rpartition('/')[2]}" for i in images]
+    rows: list[dict[str, str]] = []
+    claimed: dict[str, str] = {}
+    skipped = 0
+    for source, target in zip(images, targets, strict=True):
+        key = target if _is_uri(target) else str(Path(target).resolve())
+        same = key == (source if _is_uri(source) else str(Path(source).resolve()))
+        exists = _kind(target) == "file"
+        if select["resume"] and exists and not same:
+            skipped += 1
+            claimed[key] = source
+            continue
+        by = claimed.get(key)
+        why = refusal(target, same=same, claimed_by=by, exists=exists, force=select["force"])
+        if not same and by is None:
+            claimed[key] = source
+        if why is None:
+            rows.append({"source": source, "target": target})
+        else:
+            failures.append((source, why))
+    return rows, failures, skipped, out.rstrip("/") if not single_file else out, single_file

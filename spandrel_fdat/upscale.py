@@ -67,10 +67,12 @@ class UpscaleError(ValueError):
 # --- inputs and outputs -------------------------------------------------------------------------
 
 
-def plan_jobs(images: Sequence[Path], output: str | os.PathLike[str], several: bool) -> tuple[list[Job], bool]:
+def plan_jobs(
+    images: Sequence[Path], output: str | os.PathLike[str], several: bool, create: bool = True
+) -> tuple[list[Job], bool]:
     """`paths.plan_outputs` with its refusal as an UpscaleError."""
     try:
-        return plan_outputs(images, output, several=several)
+        return plan_outputs(images, output, several=several, create=create)
     except OutputPathError as err:
         raise UpscaleError(str(err)) from err
 
@@ -282,10 +284,10 @@ class Summary:
     failed: int
     seconds: float
     megapixels: float  # of the input images upscaled
-    destination: Path | None  # the output file or folder; None when nothing was planned
+    destination: Path | str | None  # the output file or folder (str: a URI); None when nothing was planned
     single_file: bool
     skipped: int = 0  # --resume: outputs that were already there
-    failures: tuple[Path, ...] = ()  # the inputs that failed, in order
+    failures: tuple[Path | str, ...] = ()  # the inputs that failed, in order (str: a URI)
     timings: dict[str, float] = field(default_factory=dict)  # decode / infer / encode seconds, summed
 
     def line(self) -> str:
@@ -296,7 +298,8 @@ class Summary:
         elif self.single_file:
             where = f"output: {self.destination}"
         else:
-            where = f"outputs in {self.destination}{os.sep}"
+            sep = "/" if "://" in str(self.destination) else os.sep
+            where = f"outputs in {str(self.destination).rstrip(sep)}{sep}"
         total = self.done + self.failed + self.skipped
         skipped = f", {self.skipped} already done" if self.skipped else ""
         line = (
@@ -390,10 +393,10 @@ def upscale_files(
     )
 
 
-def _reason(job: Job, err: Exception) -> str:
-    """The one-line reason an image failed."""
+def _reason(source: str | os.PathLike[str], err: Exception) -> str:
+    """The one-line reason the image `source` (a path or URI) failed."""
     if isinstance(err, (ValueError, OSError)):  # the image's own problem
-        return str(err).removeprefix(f"{job.source}: ")
+        return str(err).removeprefix(f"{os.fspath(source)}: ")
     return f"upscaling failed ({type(err).__name__}: {err})"  # from torch, e.g. out of memory
 
 
@@ -461,7 +464,7 @@ def _pipeline(
                 _encode(infer(image, job), job, timings)
                 yield job, image.width * image.height / 1e6
             except Exception as err:
-                yield job, _reason(job, err)
+                yield job, _reason(job.source, err)
         return
     with ThreadPoolExecutor(workers, "decode") as readers, ThreadPoolExecutor(workers, "encode") as writers:
         pending = iter(jobs)
@@ -482,7 +485,7 @@ def _pipeline(
                     future.result()
                     yield job, megapixels
                 except Exception as err:
-                    yield job, _reason(job, err)
+                    yield job, _reason(job.source, err)
 
         read_ahead()
         while reads:
@@ -495,7 +498,7 @@ def _pipeline(
                 result = infer(image, job)
             except Exception as err:
                 yield from finished(True)  # keep the order of the report
-                yield job, _reason(job, err)
+                yield job, _reason(job.source, err)
                 continue
             writes.append((job, image.width * image.height / 1e6, writers.submit(_encode, result, job, timings)))
             yield from finished(False)
@@ -538,11 +541,21 @@ def select_jobs(jobs: Sequence[Job], *, force: bool, resume: bool) -> tuple[list
 def _refusal(job: Job, claimed: dict[Path, Path], force: bool) -> str | None:
     """Why this image must not be written to its target (None: go ahead); claims the target."""
     target = job.target.resolve()
-    if target == job.source.resolve():
-        return f"its output {job.target} is the input itself; choose another -o"
-    if target in claimed:
-        return f"its output {job.target} is already written from {claimed[target]}; inputs share a file name"
-    claimed[target] = job.source
-    if job.target.exists() and not force:
-        return f"output {job.target} exists; skipped (--force overwrites)"
+    same, by = target == job.source.resolve(), claimed.get(target)
+    if not same and by is None:
+        claimed[target] = job.source
+    return refusal(job.target, same=same, claimed_by=by, exists=job.target.exists(), force=force)
+
+
+def refusal(target: str | os.PathLike[str], *, same: bool, claimed_by: object, exists: bool, force: bool) -> str | None:
+    """Why an image must not be written to `target` (None: go ahead), in the same words for paths and URIs.
+
+    `same`: the target is the input itself; `claimed_by`: the input already writing it (None: none).
+    """
+    if same:
+        return f"its output {os.fspath(target)} is the input itself; choose another -o"
+    if claimed_by is not None:
+        return f"its output {os.fspath(target)} is already written from {claimed_by}; inputs share a file name"
+    if exists and not force:
+        return f"output {os.fspath(target)} exists; skipped (--force overwrites)"
     return None

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from subprocess import DEVNULL
 
 import numpy as np
 import pytest
@@ -21,10 +27,48 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ray") / "died"
 
 
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, str] | None]:
+    """A local S3 server (moto) and the AWS variables that point pyarrow at it; None without moto."""
+    server = Path(sys.executable).with_name("moto_server")
+    if importlib.util.find_spec("moto") is None or not server.exists():
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=DEVNULL, stderr=DEVNULL)
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",  # read by pyarrow's S3FileSystem and by boto3
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield env
+    finally:
+        process.terminate()
+        process.wait()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="module", autouse=True)
-def local_ray(marker: Path):  # type: ignore[no-untyped-def]
+def local_ray(marker: Path, s3: dict[str, str] | None):  # type: ignore[no-untyped-def]
     """One Ray for the module; its workers die once on an input named kill.png (see distributed.TEST_EXIT_ENV)."""
-    env = {distributed.TEST_EXIT_ENV: f"kill.png:{marker}"}
+    env = {distributed.TEST_EXIT_ENV: f"kill.png:{marker}", **(s3 or {})}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
@@ -138,6 +182,36 @@ def test_an_actor_larger_than_the_local_ray_is_refused(tmp_path: Path) -> None:
     result = run_cli("upscale", inputs, "-o", f"{tmp_path / 'out'}/", "--ray", "local", "--ray-gpus", "1")
     assert_one_line_error(result, "--ray-gpus 1 (num_gpus): no node of this Ray has 1 GPUs (the largest has 0)")
     assert not (tmp_path / "out").exists()
+
+
+def test_s3_in_and_out_gives_the_cli_bytes(tmp_path: Path, s3: dict[str, str] | None) -> None:
+    """s3:// to s3:// on a local S3 server (moto), pyarrow's S3FileSystem found from the URI and AWS_ENDPOINT_URL."""
+    if s3 is None:
+        pytest.skip("moto is not installed (pip install 'moto[server]'): no local S3 server")
+    import boto3
+
+    names = ["a.png", "b.png", "c.png"]
+    inputs = _images(tmp_path / "in", names)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="fdat")
+    for name in names:
+        client.upload_file(str(inputs / name), "fdat", f"in/{name}")
+    client.put_object(Bucket="fdat", Key="in/notes.txt", Body=b"not an image")  # ignored, as in a local folder
+    summary = distributed.upscale_ray(["s3://fdat/in"], "s3://fdat/out", device="cpu", concurrency=2)
+    assert (summary.done, summary.failed) == (3, 0), summary.line()
+    assert summary.line().endswith("; outputs in s3://fdat/out/")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="fdat", Prefix="out/")["Contents"])
+    # no temporary objects left; "out/" is the empty folder marker pyarrow leaves after a move
+    assert [k for k in keys if k != "out/"] == [f"out/{n}" for n in names]
+    assert _cli(inputs, tmp_path / "cli").done == 3
+    for name in names:
+        assert (
+            client.get_object(Bucket="fdat", Key=f"out/{name}")["Body"].read() == (tmp_path / "cli" / name).read_bytes()
+        )
+    again = distributed.upscale_ray(["s3://fdat/in/"], "s3://fdat/out", device="cpu", resume=True)
+    assert (again.done, again.skipped, again.failed) == (0, 3, 0)
+    refused = distributed.upscale_ray(["s3://fdat/in/a.png"], "s3://fdat/out/", device="cpu")  # exists: refused
+    assert refused.failures == ("s3://fdat/in/a.png",) and refused.done == 0
 
 
 def test_without_ray_the_cli_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
