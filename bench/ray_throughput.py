@@ -4,14 +4,19 @@
 
 The inputs are crops of examples/sample.png; the model is the bundled x2 (CPU, fp32). Ray's time
 includes its scheduling but not `ray.init` (started once before, and reported on its own).
+OMP_WAIT_POLICY=PASSIVE, as `upscale` sets it (bench/pipeline.py says why). Each Ray actor gets
+`--num-cpus / actors` CPUs and as many torch threads: 1 actor gives the CLI's bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
 import ray
 import torch
@@ -60,12 +65,13 @@ def main() -> None:
     for concurrency in (1, 2):
         out = work / f"ray{concurrency}"
         begin = time.perf_counter()
-        run = distributed.upscale_ray([inputs], f"{out}/", device="cpu", concurrency=concurrency, batch_size=8)
-        record(f"Ray (concurrency={concurrency}, batch 8)", run, time.perf_counter() - begin)
-        same = all((out / p.name).read_bytes() == (work / "pipelined" / p.name).read_bytes() for p in inputs.iterdir())
-        print(
-            f"  outputs byte-identical to the CLI's: {same} (actors run torch on 1 thread: last-bit rounding may differ)"
+        cpus = args.num_cpus // concurrency
+        run = distributed.upscale_ray(
+            [inputs], f"{out}/", device="cpu", concurrency=concurrency, num_cpus=cpus, batch_size=8
         )
+        record(f"Ray ({concurrency} actors x {cpus} CPUs, batch 8)", run, time.perf_counter() - begin)
+        same = all((out / p.name).read_bytes() == (work / "pipelined" / p.name).read_bytes() for p in inputs.iterdir())
+        print(f"  outputs byte-identical to the CLI's ({torch.get_num_threads()} threads): {same}")
     best_cli = max(rates["CLI sequential (--workers 0)"], rates["CLI pipelined (--workers 2)"])
     for name, rate in rates.items():
         if name.startswith("Ray"):

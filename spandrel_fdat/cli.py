@@ -400,7 +400,7 @@ TILE = _Tile()
 
 @main.command("upscale")
 @DEBUG
-@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
     "-m", "--model", type=click.Path(path_type=Path), default=None, help="FDAT checkpoint (default: the bundled x2)."
 )
@@ -478,7 +478,7 @@ TILE = _Tile()
     help="With --ray: images handed to an actor at a time [default: 1].",
 )
 def upscale_command(
-    inputs: tuple[Path, ...],
+    inputs: tuple[str, ...],
     model: Path | None,
     output: str,
     tile: int | str,
@@ -520,6 +520,11 @@ def upscale_command(
         for flag, value in ray_options.items():
             if value is not None:
                 raise click.UsageError(f"{flag} applies with --ray only: add --ray [ADDRESS] or drop {flag}")
+        for name in (*inputs, output):
+            if "://" in name:  # pathlib would read s3://b/x as the local s3:/b/x
+                raise click.UsageError(
+                    f"{name}: URIs (s3://, gs://, ...) are read and written with --ray only; add --ray"
+                )
     # libgomp's default spin-wait slows torch's threads badly when other processes share the cores
     # (bench/pipeline.py); read once when torch loads, so set before it is imported; yours wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

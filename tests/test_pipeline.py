@@ -133,6 +133,11 @@ def test_a_ray_option_without_ray_is_a_usage_error(tmp_path: Path, flag: list[st
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_uri_without_ray_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("s3://bucket/in/", "-m", RGB_X2, "-o", tmp_path / "out/")
+    assert_one_line_error(result, "s3://bucket/in/: URIs (s3://, gs://, ...) are read and written with --ray only")
+
+
 # --- the per-image API --------------------------------------------------------------------------
 
 

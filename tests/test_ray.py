@@ -190,6 +190,8 @@ def test_s3_in_and_out_gives_the_cli_bytes(tmp_path: Path, s3: dict[str, str] | 
         pytest.skip("moto is not installed (pip install 'moto[server]'): no local S3 server")
     import boto3
 
+    from tests.helpers import run_cli
+
     names = ["a.png", "b.png", "c.png"]
     inputs = _images(tmp_path / "in", names)
     client = boto3.client("s3")
@@ -208,8 +210,9 @@ def test_s3_in_and_out_gives_the_cli_bytes(tmp_path: Path, s3: dict[str, str] | 
         assert (
             client.get_object(Bucket="fdat", Key=f"out/{name}")["Body"].read() == (tmp_path / "cli" / name).read_bytes()
         )
-    again = distributed.upscale_ray(["s3://fdat/in/"], "s3://fdat/out", device="cpu", resume=True)
-    assert (again.done, again.skipped, again.failed) == (0, 3, 0)
+    again = run_cli("upscale", "s3://fdat/in/", "-o", "s3://fdat/out", "--device", "cpu", "--ray", "local", "--resume")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout.startswith("upscaled 0 of 3 images (0 failed, 3 already done)")
     refused = distributed.upscale_ray(["s3://fdat/in/a.png"], "s3://fdat/out/", device="cpu")  # exists: refused
     assert refused.failures == ("s3://fdat/in/a.png",) and refused.done == 0
 
