@@ -11,6 +11,7 @@ and does not stop the job. A dead actor is restarted and its tasks retried by Ra
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -116,7 +117,7 @@ def _init_ray(address: str | None) -> Any:
     except ImportError:
         raise UpscaleError(RAY_MISSING) from None
     if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False)
+        ray.init(address=address or None, log_to_driver=False, logging_level=logging.WARNING)
     return ray
 
 
@@ -177,7 +178,7 @@ def upscale_ray(
         dataset = ray.data.from_items(rows).map_batches(
             _Upscale,
             fn_constructor_kwargs={"options": options, "threads": max(1, int(num_cpus))},
-            concurrency=concurrency,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             batch_size=batch_size,
