@@ -502,8 +502,8 @@ def upscale_command(
     (e.g. .bmp), or one input and an -o with no extension, is an error. --tile auto runs each
     image whole (exact) when it fits in memory, else in the largest tiles that fit. Images are
     read and written by --workers threads around the model; --resume skips existing outputs.
-    --ray runs the same job on Ray Data; --ray-actors/--ray-cpus/--ray-gpus/--ray-batch size its
-    actors and apply with --ray only.
+    --ray runs the same job on Ray Data, where INPUT and -o may also be URIs (s3://, gs://);
+    --ray-actors/--ray-cpus/--ray-gpus/--ray-batch size its actors and apply with --ray only.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
 

@@ -1,7 +1,8 @@
 """`upscale --ray`: the same per-image steps as the CLI, scheduled by Ray Data over a cluster.
 
-Needs the optional extra: `pip install 'spandrel-fdat[ray]'`. The inputs are planned here with the
-CLI's naming rules (`--resume` drops existing outputs before the dataset is built); a Ray Dataset of
+Needs the optional extra: `pip install 'spandrel-fdat[ray]'`. Inputs and output are local paths or
+URIs of any pyarrow filesystem (s3://, gs://, ...; `pyarrow.fs.FileSystem.from_uri`, credentials and
+endpoint from the environment). The inputs are planned here with the CLI's naming rules (`--resume` drops existing outputs before the dataset is built); a Ray Dataset of
 (source, target) rows goes through a class-based `map_batches` UDF that loads the model once per
 actor, reads each file's exact bytes, upscales with `pipeline.upscale_bytes` and writes atomically
 (temporary name, then rename), so a retried task rewrites the same name and never duplicates an
