@@ -314,6 +314,8 @@ ONNX_CASES = [
     ("uni_transpose_conv_x3.safetensors", 14),
     ("uni_transpose_conv_x3.safetensors", 17),
     ("uni_dysample_mid_ne_e_x4.pth", 14),
+    ("uni_dysample_mid_ne_e_x4.pth", 17),
+    ("uni_lda_mid_ne_e_x2.safetensors", 14),
 ]
 
 
