@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 import spandrel_fdat
+from spandrel_fdat.errors import scale_warning_text
 from tests.real_hosts import servers, venvs
 
 FIXTURES = venvs.REPO / "fixtures"
@@ -151,7 +152,7 @@ def comfyui_venv() -> Iterator[tuple[Path, Path]]:
         venvs.uninstall_plugin(venv)
 
 
-def start_comfyui(source: Path, venv: Path, base: Path, models: list[str]) -> Comfy:
+def start_comfyui(source: Path, venv: Path, base: Path, models: list[str], **env: str) -> Comfy:
     for sub in ("custom_nodes", "input", "output", "models/upscale_models"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for name in models:
@@ -159,7 +160,7 @@ def start_comfyui(source: Path, venv: Path, base: Path, models: list[str]) -> Co
     port = servers.free_port()
     argv = [str(venvs.venv_python(venv)), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
     argv += ["--base-directory", str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    server = servers.HostServer(argv, cwd=source, env=venvs.host_env(), log=base / "comfyui.log", port=port)
+    server = servers.HostServer(argv, cwd=source, env=venvs.host_env(**env), log=base / "comfyui.log", port=port)
     try:
         server.wait_ready(lambda: server.get("/system_stats") is not None, timeout=300)
     except BaseException:
@@ -257,6 +258,12 @@ def test_loader_node_takes_the_true_scale(comfy: Comfy, small_image: np.ndarray)
     # The checkpoint does not record its scale: "auto" guesses x4, the node's 2 gives its true x2.
     guessed = comfy.saved(comfy.upscale(fdat_loader(LHAN_NEAREST, "auto"), "small.png"))
     assert guessed.shape == (80, 96, 3)
+    assert comfy.saved(comfy.upscale(stock_loader(LHAN_NEAREST), "small.png")).shape == (80, 96, 3)
+    # both loader nodes warn in the same words, naming the environment variable and the FDAT node
+    warning = scale_warning_text(4, "host")
+    assert 'the scale of the "Load Upscale Model (FDAT)" node' in warning
+    log = comfy.server.log_tail(10_000_000)
+    assert log.count(warning) == 2, log[-3000:]
     true = comfy.saved(comfy.upscale(fdat_loader(LHAN_NEAREST, "2"), "small.png"))
     want = expected(FIXTURES / LHAN_NEAREST, small_image, scale=2)
     assert true.shape == want.shape == (40, 48, 3)
