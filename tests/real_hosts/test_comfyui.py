@@ -206,6 +206,27 @@ def test_clone_registers_the_node_pack(comfy: Comfy) -> None:
     assert "spandrel-fdat" in comfy.server.log_tail(100_000)
 
 
+def test_comfyui_reads_the_registry_metadata(comfy: Comfy, comfyui_venv: tuple[Path, Path]) -> None:
+    """pyproject.toml's [project] and [tool.comfy], as ComfyUI's own parser (comfy_config) reads the clone."""
+    source, venv = comfyui_venv
+    assert "Unable to parse pyproject.toml" not in comfy.server.log_tail(10_000_000)
+    script = (
+        "import json, sys; from comfy_config import config_parser; "
+        "c = config_parser.extract_node_configuration(sys.argv[1]); print(json.dumps(c.model_dump()))"
+    )
+    clone = comfy.base / "custom_nodes" / "spandrel-fdat"
+    result = subprocess.run(
+        [str(venvs.venv_python(venv)), "-c", script, str(clone)], cwd=source, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = json.loads(result.stdout)
+    assert parsed["project"]["name"] == "spandrel-fdat"
+    assert parsed["project"]["version"] == spandrel_fdat.__version__
+    assert parsed["project"]["requires_python"] == ">=3.10"
+    assert parsed["tool_comfy"]["publisher_id"] == "spandrel-fdat"
+    assert parsed["tool_comfy"]["display_name"] == "FDAT upscale models (spandrel-fdat)"
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_stock_nodes_upscale_every_family(comfy: Comfy, small_image: np.ndarray, name: str) -> None:
     saved = comfy.saved(comfy.upscale(stock_loader(name), "small.png"))
