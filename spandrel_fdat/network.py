@@ -63,6 +63,12 @@ def _gelu(x: Tensor) -> Tensor:
     return torch.ops.aten.gelu_(x) if _eager_inference() else F.gelu(x)
 
 
+def _widened(t: Tensor) -> Tensor:
+    """t in at least fp32; t itself (no Cast in a graph) if it is."""
+    wide = torch.promote_types(t.dtype, torch.float32)
+    return t if t.dtype == wide else t.to(wide)
+
+
 def _nchw(x: Tensor) -> Tensor:
     """(B, H, W, C) -> a (B, C, H, W) view in channels-last memory."""
     return x.permute(0, 3, 1, 2)
@@ -221,9 +227,9 @@ class ChannelAttention(nn.Module):
         hd = c // nh
         w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)  # as below
         qk = F.linear(y, w_qk)  # (B, H, W, 2C)
-        heads = reshape(qk, [0, -1, nh, 2 * hd]).transpose(1, 2)  # (B, heads, N, 2hd)
-        heads = heads.to(torch.promote_types(qk.dtype, torch.float32))
-        gram = heads[..., :hd].transpose(-1, -2) @ heads[..., hd:]  # (B, heads, hd, hd)
+        heads = _widened(reshape(qk, [0, -1, nh, 2 * hd]).transpose(1, 2))  # (B, heads, N, 2hd)
+        q, k = heads.split(hd, dim=-1)
+        gram = q.transpose(-1, -2) @ k  # (B, heads, hd, hd)
         squares = heads.square().sum(2).reshape(-1, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
         return gram, squares.reshape(-1, 2 * c)
 
@@ -324,8 +330,20 @@ class AIM(nn.Module):
         b, c = mean.shape
         return self.cg[1:](mean.view(b, c, 1, 1)).view(b, 1, 1, c)
 
+    def channel_gate_nhwc(self, mean: Tensor) -> Tensor:
+        """(B, 1, 1, C) mean -> (B, 1, 1, C) gate: the 1x1 convs as linears on the last dim
+        (exported graphs: no reshape, no transpose)."""
+        reduce, expand = self.cg[1], self.cg[3]
+        assert isinstance(reduce, nn.Conv2d) and isinstance(expand, nn.Conv2d)
+        hidden = self.cg[2](F.linear(mean, reduce.weight.view(reduce.out_channels, -1)))
+        return self.cg[4](F.linear(hidden, expand.weight.view(expand.out_channels, -1)))
+
     def spatial_gate(self, attn: Tensor) -> Tensor:
         """(B, H, W, C) attention output -> (B, H, W, 1) gate."""
+        if exporting():  # the 1x1 conv as a linear: no transposes
+            conv = self.sg[0]
+            assert isinstance(conv, nn.Conv2d)
+            return self.sg[1](F.linear(attn, conv.weight.view(1, -1)))
         return _nhwc(self.sg(_nchw(attn)))
 
 
@@ -404,8 +422,8 @@ class FDATBlock(nn.Module):
         if exporting():  # one band; the mean read from the graph, not from traced sizes
             y = self.n1(x)
             conv = self._conv_branch(y, WHOLE[0])
-            mean = conv.to(torch.promote_types(x.dtype, torch.float32)).mean((1, 2), keepdim=True)
-            gate = _nhwc(self.inter.cg[1:](_nchw(mean.to(x.dtype))))  # (B, 1, 1, C)
+            mean = _widened(conv).mean((1, 2), keepdim=True)
+            gate = self.inter.channel_gate_nhwc(mean if mean.dtype == x.dtype else mean.to(x.dtype))
             return attention.add_gated(x + conv, y, gate, shapes)
         b, h, w, c = x.shape
         whole = self.n1(x) if len(bands) == 1 else None  # one band: normalised once, used twice
