@@ -33,6 +33,10 @@ from .upsamplers import build_upsampler
 BAND_PIXELS = 8192
 # Pixels per partial sum of channel attention's statistics outside the CPU (see `_statistics_from_products`).
 STAT_CHUNK = 4096
+# Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_scaled`) so
+# that no partial sum can overflow fp16. True writes the plain unscaled sums in the graph's own
+# dtype instead: only bench/onnx_fp16.py and tests/test_export_fp16.py set it, to show that overflow.
+NAIVE_EXPORT_SUMS = False
 
 
 def _tracing() -> bool:
@@ -55,6 +59,27 @@ def _gelu(x: Tensor) -> Tensor:
     """GELU of a fresh tensor nothing else reads: in place in eager inference, which saves a
     feature-sized allocation."""
     return torch.ops.aten.gelu_(x) if _eager_inference() else F.gelu(x)
+
+
+def _at_least_fp32(t: Tensor) -> Tensor:
+    """t in fp32 if it is in a lower precision: an fp32 island in a native fp16 graph. No Cast in an
+    fp32 graph, where onnxconverter-common would relabel its fp32 output as fp16 (a model
+    onnxruntime refuses to load)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _pixel_mean(t: Tensor) -> Tensor:
+    """(B, H, W, C) -> (B, C): the mean over pixels, written for exported graphs.
+
+    A mean over each row, then over the rows, each of at most 3840 values scaled by 1/64 first:
+    a runtime that sums them in fp16 overflows only where a row's mean exceeds 1000 (the conv
+    branch of normalised features is far below), at any size up to 3840x2160; the result, a
+    mean, never does. No shape arithmetic (a pixel count is no fp16 number). In a native fp16
+    graph it is also an fp32 island.
+    """
+    if NAIVE_EXPORT_SUMS:
+        return t.sum((1, 2)) / (t.shape[1] * t.shape[2])
+    return (_at_least_fp32(t) * 2**-6).mean(2).mul(2**-6).mean(1) * 2**12
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -230,10 +255,30 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
+        if _tracing():  # exported graphs may run anywhere, and in fp16 throughout
+            return self._statistics_scaled(y)
         # fp64 runs at half the fp32 rate on CPUs, at a small fraction on consumer GPUs
-        if y.device.type == "cpu" and not _tracing():  # exported graphs may run anywhere
+        if y.device.type == "cpu":
             return self._statistics_from_moments(y)
         return self._statistics_from_products(y)
+
+    def _statistics_scaled(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`statistics` for exported graphs, which may be converted to fp16 whole (onnxconverter-common)
+        or summed by an fp16 runtime: q and k are scaled by 2^-11 before their products, so every
+        partial sum is at most N / 2^22 max|q| max|k|, under 2 max|q| max|k| for the N <= 8.3M
+        pixels of 3840x2160 (q and k are projections of normalised features: tens at most).
+        `mixing` divides by the norms, so the factor cancels. In a native fp16 graph the products
+        are also an fp32 island, as in PyTorch."""
+        b, c = y.shape[0], y.shape[-1]
+        nh, hd = self.num_heads, c // self.num_heads
+        w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)  # as below
+        qk = F.linear(y.reshape(b, -1, c), w_qk)  # (B, N, 2C)
+        if not NAIVE_EXPORT_SUMS:
+            qk = _at_least_fp32(qk) * 2**-11
+        heads = qk.view(b, -1, nh, 2 * hd).transpose(1, 2)  # (B, heads, N, 2hd)
+        gram = heads[..., :hd].transpose(-1, -2) @ heads[..., hd:]  # (B, heads, hd, hd)
+        squares = heads.square().sum(2).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
+        return gram, squares.reshape(b, 2 * c)
 
     def _statistics_from_products(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """`statistics` from q and k themselves: one product per head."""
@@ -287,8 +332,14 @@ class ChannelAttention(nn.Module):
         """
         b, nh, hd, _ = gram.shape
         c = nh * hd
-        norms = squares.sqrt().clamp_min(1e-12)  # F.normalize's eps
-        gram = gram / (norms[:, :c].reshape(b, nh, hd, 1) * norms[:, c:].reshape(b, nh, 1, hd))
+        if _tracing():
+            # graphs: norms scaled by 2^-11 (`_statistics_scaled`), divided one at a time by a floor
+            # that fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
+            norms = squares.sqrt().clamp_min(2**-24)
+            gram = gram / norms[:, :c].reshape(b, nh, hd, 1) / norms[:, c:].reshape(b, nh, 1, hd)
+        else:
+            norms = squares.sqrt().clamp_min(1e-12)  # F.normalize's eps
+            gram = gram / (norms[:, :c].reshape(b, nh, hd, 1) * norms[:, c:].reshape(b, nh, 1, hd))
         attn = (gram * self.temp.to(gram.dtype)).softmax(dim=-1)
         w_v, w_p = self.qkv.weight[2 * c :].to(gram.dtype), self.proj.weight.to(gram.dtype)
         heads = attn.transpose(-1, -2) @ w_p.t().view(nh, hd, c)  # (B, heads, hd, C): M's rows by head
@@ -395,16 +446,20 @@ class FDATBlock(nn.Module):
 
     def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
         """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
-        b, h, w, c = x.shape
+        h, w = x.shape[1:3]
         whole = self.n1(x) if len(bands) == 1 else None  # one band: normalised once, used twice
-        parts, total = [], x.new_zeros(b, c, dtype=torch.promote_types(x.dtype, torch.float32))
+        parts, sums = [], []
         for band in bands:
             conv = self._conv_branch(whole if whole is not None else self.n1(_halo(x, band)), band)
-            total += conv.sum((1, 2), dtype=total.dtype)  # a sum over many pixels overflows fp16
+            if _tracing():  # one band; scaled sums (see _pixel_mean)
+                sums.append(_pixel_mean(conv))
+            else:  # a sum over many pixels overflows fp16
+                sums.append(conv.sum((1, 2), dtype=torch.promote_types(conv.dtype, torch.float32)))
             rows = _rows(x, band)
             parts.append(conv.add_(rows) if mid is None else torch.add(rows, conv, out=_rows(mid, band)))
             del conv
-        gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
+        mean = sums[0] if _tracing() else sum(sums[1:], sums[0]) / (h * w)
+        gate = self.inter.channel_gate(mean.to(x.dtype))
         attention = self.attn
         assert isinstance(attention, SpatialWindowAttention)
         for band, part in zip(bands, parts, strict=True):
