@@ -386,6 +386,23 @@ class AIM(nn.Module):
         return _nhwc(self.sg(_nchw(attn)))
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm over channels; in an exported fp16 (or bf16) graph, an explicit fp32 island.
+
+    The residual stream it normalises grows to hundreds in trained models: the squares summed
+    for the variance overflow fp16 once |x - mean| passes 256. ONNX's LayerNormalization (opset
+    17 on) asks for fp32 moments (stash_type), but not every runtime obeys (DirectML did not),
+    and below opset 17 it is written out as Pow and ReduceMean; Casts around it hold in every
+    runtime and in TensorRT's strongly typed mode.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _tracing() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
+            weight, bias = self.weight.float(), self.bias.float()
+            return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+        return super().forward(x)
+
+
 class FFN(nn.Module):
     """Linear -> GELU -> depthwise 3x3 mixing -> Linear, no biases."""
 
@@ -421,8 +438,8 @@ class FDATBlock(nn.Module):
         e = config.embed_dim
         self.block_type = block_type
         eps = config.layer_norm_eps
-        self.n1 = nn.LayerNorm(e, eps=eps)
-        self.n2 = nn.LayerNorm(e, eps=eps)
+        self.n1 = LayerNorm(e, eps=eps)
+        self.n2 = LayerNorm(e, eps=eps)
         self.attn: nn.Module = (
             SpatialWindowAttention(e, config.window_size, config.num_heads)
             if block_type == "spatial"
