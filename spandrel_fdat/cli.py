@@ -3,7 +3,7 @@
     spandrel-fdat autoload enable|disable|status [--site-dir DIR]
     spandrel-fdat comfyui-node PATH
     spandrel-fdat inspect MODEL [--json] [--scale N]
-    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp16]
+    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp32|fp16]
         [--onnx-io fp16] [--static HxW] [--opset N]] [--force] [--scale N]
     spandrel-fdat upscale INPUT... -o OUTPUT [-m MODEL] [--tile N] [--overlap M] [--dtype D] [--device D] [--force]
 
@@ -16,6 +16,7 @@ OSError or any other exception with a message that makes sense on its own.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -307,14 +308,16 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @DEBUG
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("out", metavar="OUT.safetensors", type=click.Path(path_type=Path))
-@_dtype_option("Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).")
+@_dtype_option(
+    "Precision of what is written: the safetensors weights (integer buffers such as MetaUpsample are kept) "
+    "and, with --onnx, the graph's weights and computation."
+)
 @click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
 @click.option(
     "--onnx-dtype",
     type=click.Choice(["fp32", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Precision of the ONNX graph's weights and computation.",
+    default=None,
+    help="The ONNX graph's precision where it differs from --dtype (e.g. fp32 weights, fp16 graph). [default: --dtype]",
 )
 @click.option(
     "--onnx-io",
@@ -338,7 +341,7 @@ def convert_command(
     out: Path,
     dtype: str,
     onnx: Path | None,
-    onnx_dtype: str,
+    onnx_dtype: str | None,
     onnx_io: str,
     static: tuple[int, int] | None,
     opset: int,
@@ -350,12 +353,13 @@ def convert_command(
     \b
     Examples:
       spandrel-fdat convert 4x_model.pth 4x_model.safetensors
-      spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.onnx
+      spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.fp16.onnx
       spandrel-fdat convert 4x_model.pth m.safetensors --onnx m_720x480.onnx --onnx-dtype fp16 --static 480x720
     """
-    from .convert import DTYPES, convert_checkpoint
+    from .convert import DTYPES, convert_checkpoint, onnx_graph_dtype
 
-    options = dict(dtype=onnx_dtype, io_dtype=onnx_io, static=static, opset=opset)
+    graph_dtype = onnx_graph_dtype(dtype, onnx_dtype) if onnx is not None else dtype
+    options = dict(dtype=graph_dtype, io_dtype=onnx_io, static=static, opset=opset)
     result = convert_checkpoint(
         model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale, onnx_options=options
     )
@@ -374,7 +378,7 @@ def convert_command(
     )
     if result.onnx is not None:
         shape = f"static 1x{static[0]}x{static[1]}" if static else "dynamic batch/height/width"
-        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {onnx_dtype} with {onnx_io} input/output, {shape})")
+        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {graph_dtype} with {onnx_io} input/output, {shape})")
 
 
 class _Tile(click.ParamType):
@@ -448,6 +452,34 @@ TILE = _Tile()
     help="Run on Ray Data: a local Ray when no ADDRESS (or 'local'), else a cluster (auto, ray://host:10001). "
     "Give it after the inputs, or with a value, so an input is not taken for the ADDRESS.",
 )
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --ray: model actors, each with its own copy of the model [default: 1].",
+)
+@click.option(
+    "--ray-cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="With --ray: CPUs per actor; torch runs on that many threads in it (at least 1) [default: 1].",
+)
+@click.option(
+    "--ray-gpus",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="F",
+    help="With --ray: GPUs per actor (1: one GPU each; 0.5: two actors share one) [default: 0].",
+)
+@click.option(
+    "--ray-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --ray: images handed to an actor at a time [default: 1].",
+)
 def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
@@ -461,6 +493,10 @@ def upscale_command(
     workers: int,
     scale: int | None,
     ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus: float | None,
+    ray_gpus: float | None,
+    ray_batch: int | None,
 ) -> int:
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
 
@@ -469,6 +505,8 @@ def upscale_command(
     (e.g. .bmp), or one input and an -o with no extension, is an error. --tile auto runs each
     image whole (exact) when it fits in memory, else in the largest tiles that fit. Images are
     read and written by --workers threads around the model; --resume skips existing outputs.
+    --ray runs the same job on Ray Data; --ray-actors/--ray-cpus/--ray-gpus/--ray-batch size its
+    actors and apply with --ray only.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
 
@@ -477,14 +515,31 @@ def upscale_command(
       spandrel-fdat upscale photo.jpg -o photo_x2.png
       spandrel-fdat upscale photos/ -o upscaled/ --resume
       spandrel-fdat upscale shots/ more.jpg -m 4x_model.pth -o out/ --dtype fp16 --device cuda
+      spandrel-fdat upscale photos/ -o upscaled/ --ray --ray-actors 2 --ray-cpus 2
+      spandrel-fdat upscale /shared/in -o /shared/out/ --ray auto --ray-actors 8 --ray-gpus 1 --resume
     """
+    ray_options = {"--ray-actors": ray_actors, "--ray-cpus": ray_cpus, "--ray-gpus": ray_gpus, "--ray-batch": ray_batch}
+    if ray_address is None:
+        for flag, value in ray_options.items():
+            if value is not None:
+                raise click.UsageError(f"{flag} applies with --ray only: add --ray [ADDRESS] or drop {flag}")
+    # libgomp's default spin-wait slows torch's threads badly when other processes share the cores
+    # (bench/pipeline.py); read once when torch loads, so set before it is imported; yours wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from . import upscale
 
     run: Callable[..., Any]
     if ray_address is not None:  # --ray: the same steps on Ray Data (spandrel_fdat.distributed)
         from . import distributed
 
-        run = functools.partial(distributed.upscale_ray, address=None if ray_address == "local" else ray_address)
+        run = functools.partial(
+            distributed.upscale_ray,
+            address=None if ray_address == "local" else ray_address,
+            concurrency=1 if ray_actors is None else ray_actors,
+            num_cpus=1 if ray_cpus is None else ray_cpus,
+            num_gpus=0 if ray_gpus is None else ray_gpus,
+            batch_size=1 if ray_batch is None else ray_batch,
+        )
     else:
         run = functools.partial(upscale.upscale_files, workers=workers)
     summary = run(
