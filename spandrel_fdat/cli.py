@@ -3,7 +3,7 @@
     spandrel-fdat autoload enable|disable|status [--site-dir DIR]
     spandrel-fdat comfyui-node PATH
     spandrel-fdat inspect MODEL [--json] [--scale N]
-    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp16]
+    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp32|fp16]
         [--onnx-io fp16] [--static HxW] [--opset N]] [--force] [--scale N]
     spandrel-fdat upscale INPUT... -o OUTPUT [-m MODEL] [--tile N] [--overlap M] [--dtype D] [--device D] [--force]
 
@@ -308,14 +308,16 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @DEBUG
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("out", metavar="OUT.safetensors", type=click.Path(path_type=Path))
-@_dtype_option("Floating-point type of the written weights (integer buffers such as MetaUpsample are kept).")
+@_dtype_option(
+    "Precision of what is written: the safetensors weights (integer buffers such as MetaUpsample are kept) "
+    "and, with --onnx, the graph's weights and computation."
+)
 @click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
 @click.option(
     "--onnx-dtype",
     type=click.Choice(["fp32", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Precision of the ONNX graph's weights and computation.",
+    default=None,
+    help="The ONNX graph's precision where it differs from --dtype (e.g. fp32 weights, fp16 graph). [default: --dtype]",
 )
 @click.option(
     "--onnx-io",
@@ -339,7 +341,7 @@ def convert_command(
     out: Path,
     dtype: str,
     onnx: Path | None,
-    onnx_dtype: str,
+    onnx_dtype: str | None,
     onnx_io: str,
     static: tuple[int, int] | None,
     opset: int,
@@ -351,12 +353,13 @@ def convert_command(
     \b
     Examples:
       spandrel-fdat convert 4x_model.pth 4x_model.safetensors
-      spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.onnx
+      spandrel-fdat convert 4x_model.pth 4x_model.fp16.safetensors --dtype fp16 --onnx 4x_model.fp16.onnx
       spandrel-fdat convert 4x_model.pth m.safetensors --onnx m_720x480.onnx --onnx-dtype fp16 --static 480x720
     """
-    from .convert import DTYPES, convert_checkpoint
+    from .convert import DTYPES, convert_checkpoint, onnx_graph_dtype
 
-    options = dict(dtype=onnx_dtype, io_dtype=onnx_io, static=static, opset=opset)
+    graph_dtype = onnx_graph_dtype(dtype, onnx_dtype) if onnx is not None else dtype
+    options = dict(dtype=graph_dtype, io_dtype=onnx_io, static=static, opset=opset)
     result = convert_checkpoint(
         model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale, onnx_options=options
     )
@@ -375,7 +378,7 @@ def convert_command(
     )
     if result.onnx is not None:
         shape = f"static 1x{static[0]}x{static[1]}" if static else "dynamic batch/height/width"
-        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {onnx_dtype} with {onnx_io} input/output, {shape})")
+        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {graph_dtype} with {onnx_io} input/output, {shape})")
 
 
 class _Tile(click.ParamType):

@@ -213,6 +213,19 @@ def check_outputs(output: Path, onnx: Path | None, *, force: bool) -> None:
             raise ValueError(f"{path}: its folder {path.parent} does not exist")
 
 
+def onnx_graph_dtype(dtype: str, onnx_dtype: str | None) -> str:
+    """The ONNX graph's precision for `convert --dtype D [--onnx-dtype G]`: G if given, else D,
+    which must then be one the graph can have."""
+    if onnx_dtype is not None:
+        return onnx_dtype
+    if dtype == "bf16":
+        raise ValueError(
+            "--dtype bf16: ONNX graphs are fp32 or fp16 (torch cannot export a bf16 FDAT graph); add "
+            "--onnx-dtype fp32 and build the bf16 engine from it (trtexec --bf16), or --onnx-dtype fp16"
+        )
+    return dtype
+
+
 def check_onnx_available() -> None:
     """The install hint when the onnx package is missing or cannot be imported."""
     try:
@@ -282,6 +295,7 @@ __all__ = [
     "VERSION_KEY",
     "ConvertResult",
     "convert_checkpoint",
+    "onnx_graph_dtype",
     "parse_stored_config",
     "read_metadata",
     "read_stored_config",

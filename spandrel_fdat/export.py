@@ -14,6 +14,7 @@ from spandrel import ImageModelDescriptor
 from torch import Tensor, nn
 
 from .network import FDAT
+from .onnx_casts import retype_casts
 
 DEFAULT_OPSET = 17  # any opset from 14 on works: DySample and LDA sample with gathers when exporting
 MIN_OPSET = 14
@@ -89,4 +90,5 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
+    retype_casts(path, opset)  # so that onnxconverter-common's fp16 conversion of it loads
     return path

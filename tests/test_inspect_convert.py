@@ -430,7 +430,7 @@ def test_save_safetensors_refuses_other_inputs(tmp_path: Path) -> None:
 def test_convert_onnx_matches_pytorch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     out, graph = tmp_path / "m.safetensors", tmp_path / "m.onnx"
-    result = ok(run("convert", SMALL_PTH, out, "--dtype", "bf16", "--onnx", graph))
+    result = ok(run("convert", SMALL_PTH, out, "--dtype", "bf16", "--onnx", graph, "--onnx-dtype", "fp32"))
     assert f"wrote {graph} (ONNX" in result.stdout
     model = spandrel_fdat.load_model(SMALL_PTH).model  # the graph is float32, from the checkpoint's weights
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])

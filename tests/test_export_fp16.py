@@ -1,0 +1,173 @@
+"""fp16 ONNX graphs whose sums over pixels cannot overflow: the native fp16 export and
+onnxconverter-common's conversion of the fp32 graph, on a model whose fp32 sums exceed fp16's range."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from spandrel_fdat import FDAT, export_onnx
+from spandrel_fdat import network as net
+from spandrel_fdat.network import ChannelAttention, FDATBlock
+from tests.helpers import SMALL, assert_one_line_error, build, image, run_cli
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+FP16_MAX = 65504.0
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SUM_OPS = ("ReduceSum", "ReduceMean", "MatMul")
+
+
+def hot_sums_model() -> FDAT:
+    """A small x2 model with large normalised features (LayerNorm weights x16, the conv branch x4)
+    and a residual stream 300 times larger (the upsampler's first conv scaled back down)."""
+    model = build(**SMALL, upsampler_type="pixelshuffle", scale=2)
+    with torch.no_grad():
+        for block in model.modules():
+            if isinstance(block, FDATBlock):
+                block.n1.weight.mul_(16)
+                block.conv[0].weight.mul_(4)
+        model.conv_first.weight.mul_(300)
+        model.conv_first.bias.mul_(300)
+        first = next(m for m in model.upsampler.modules() if isinstance(m, torch.nn.Conv2d))
+        first.weight.div_(300)
+    return model
+
+
+def largest_pixel_sums(model: FDAT, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The largest |sum over pixels| of the eager fp32 forward: the AIM conv branch's, and channel
+    attention's squared norms."""
+    found: dict[str, float] = {}
+    pixels = x.shape[-2] * x.shape[-1]
+
+    def spy(name: str, fn: Callable[..., Any], value: Callable[..., float]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> Any:
+            result = fn(*args)
+            found[name] = max(found.get(name, 0.0), value(args, result))
+            return result
+
+        return wrapped
+
+    for block in model.modules():
+        if isinstance(block, FDATBlock) and isinstance(block.attn, ChannelAttention):
+            stats = spy("squared norms", block.attn.statistics, lambda _a, r: float(r[1].abs().max()))
+            monkeypatch.setattr(block.attn, "statistics", stats)
+        elif isinstance(block, FDATBlock):
+            gate = spy("AIM sum", block.inter.channel_gate, lambda a, _r: float(a[0].abs().max()) * pixels)
+            monkeypatch.setattr(block.inter, "channel_gate", gate)
+    with torch.inference_mode():
+        model(x)
+    monkeypatch.undo()
+    return found
+
+
+def run_with_sums(graph: Any, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The graph's output and the outputs of all its reductions and products."""
+    names = [n.output[0] for n in graph.graph.node if n.op_type in SUM_OPS]
+    graph.graph.output.extend([onnx.ValueInfoProto(name=name) for name in names])
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    out, *sums = session.run(None, {"input": x})
+    return out, sums
+
+
+def nonfinite(arrays: list[np.ndarray]) -> int:
+    return sum(int((~np.isfinite(a.astype(np.float32))).sum()) for a in arrays)
+
+
+@pytest.fixture(scope="module")
+def hot() -> tuple[FDAT, torch.Tensor, torch.Tensor]:
+    model, x = hot_sums_model(), image(3, 96, 96)
+    with torch.inference_mode():
+        expected = model(x)
+    return model, x, expected
+
+
+def test_the_hot_model_sums_beyond_fp16(
+    hot: tuple[FDAT, torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The setup the tests below rely on: in fp32, both kinds of sum exceed fp16's 65504."""
+    model, x, _ = hot
+    sums = largest_pixel_sums(model, x, monkeypatch)
+    assert sums["AIM sum"] > FP16_MAX and sums["squared norms"] > FP16_MAX, sums
+
+
+def test_naive_fp16_sums_overflow_and_ours_do_not(
+    hot: tuple[FDAT, torch.Tensor, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, x, expected = hot
+    monkeypatch.setattr(net, "NAIVE_EXPORT_SUMS", True)
+    naive = export_onnx(model, tmp_path / "naive.onnx", dtype="fp16")
+    monkeypatch.setattr(net, "NAIVE_EXPORT_SUMS", False)
+    ours = export_onnx(model, tmp_path / "ours.onnx", dtype="fp16")
+    _, naive_sums = run_with_sums(onnx.load(str(naive)), x.numpy())
+    assert nonfinite(naive_sums) > 0  # the plain fp16 sums overflow in onnxruntime
+    out, sums = run_with_sums(onnx.load(str(ours)), x.numpy())
+    assert nonfinite(sums) == 0 and nonfinite([out]) == 0
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=2e-2)
+
+
+def test_the_fp32_graph_has_no_cast_that_fp16_conversion_mislabels(tmp_path: Path) -> None:
+    """onnxconverter-common relabels a Cast(to=FLOAT)'s output as fp16 but keeps the Cast: the
+    fp32 graph has none (no-op Casts are Identity, integer ones CastLike a constant)."""
+    model = build(**SMALL, upsampler_type="dysample", scale=2)
+    graph = onnx.load(str(export_onnx(model, tmp_path / "m.onnx")))
+    casts = [n.name for n in graph.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT]
+    assert casts == []
+
+
+@pytest.mark.parametrize("upsampler", ["pixelshuffle", "dysample"])
+def test_onnxconverter_common_fp16_of_our_fp32_graph_loads_and_does_not_overflow(
+    upsampler: str, hot: tuple[FDAT, torch.Tensor, torch.Tensor], tmp_path: Path
+) -> None:
+    float16 = pytest.importorskip(
+        "onnxconverter_common.float16",
+        reason="onnxconverter-common is not installed (pip install onnxconverter-common)",
+    )
+    if upsampler == "pixelshuffle":
+        model, x, expected = hot
+    else:  # its sampling positions are fp16 too after conversion: a small image
+        model, x = build(**SMALL, upsampler_type=upsampler, scale=2), image(3, 20, 24)
+        with torch.inference_mode():
+            expected = model(x)
+    path = export_onnx(model, tmp_path / "fp32.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    out, sums = run_with_sums(converted, x.numpy())  # onnxruntime loads it
+    assert nonfinite(sums) == 0 and nonfinite([out]) == 0
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=3e-2)
+
+
+def test_convert_dtype_fp16_writes_an_fp16_graph(tmp_path: Path) -> None:
+    """`convert --dtype fp16 --onnx` (the issue's command): fp16 weights in both files, fp32 I/O."""
+    graph_path = tmp_path / "m.onnx"
+    result = run_cli(
+        "convert",
+        FIXTURES / "uni_pixelshuffle_x3.safetensors",
+        tmp_path / "m.safetensors",
+        "--dtype",
+        "fp16",
+        "--onnx",
+        graph_path,
+    )
+    assert result.exit_code == 0, result.output
+    assert "fp16 with fp32 input/output" in result.stdout
+    graph = onnx.load(str(graph_path))
+    weights = {t.name: t.data_type for t in graph.graph.initializer if t.name.endswith(".weight")}
+    assert "net.conv_first.weight" in weights
+    assert set(weights.values()) == {onnx.TensorProto.FLOAT16}
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_convert_dtype_bf16_with_onnx_names_the_remedy(tmp_path: Path) -> None:
+    source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
+    result = run_cli("convert", source, tmp_path / "m.safetensors", "--dtype", "bf16", "--onnx", tmp_path / "m.onnx")
+    assert_one_line_error(result, "--dtype bf16", "--onnx-dtype fp32")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.safetensors").exists()
