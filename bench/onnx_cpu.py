@@ -1,10 +1,14 @@
 """onnxruntime (CPU) on our exported graph against our eager PyTorch, alternating in one process.
 
-    python bench/onnx_cpu.py [--sizes 128 512] [--rounds 3] [--threads 2]
+    python bench/onnx_cpu.py [--sizes 128 512] [--rounds 3] [--threads 2] [--opset 17]
+        [--post none|onnxslim|onnxsim] [--nodes-only]
 
-Medium x2 (transpose+conv). Prints the graph's node count and the op types onnxruntime's graph
-optimisations leave (fusions such as Gelu, LayerNormalization, FusedMatMul show up there), then
-per size the median time of each and eager/onnxruntime (above 1: onnxruntime faster).
+Medium x2 (transpose+conv), its weights made distinct as a trained checkpoint's are (the exporter
+merges equal initial weights into Identity nodes). Prints the graph's node count and op types,
+the op types onnxruntime's graph optimisations (ORT_ENABLE_ALL) leave and which of its fusions took
+hold (Gelu, LayerNormalization, FusedMatMul, FusedConv, ...), then per size the median time of
+each and eager/onnxruntime (above 1: onnxruntime faster). `--post` runs onnxslim or onnxsim on
+the graph first (pip install them yourself; neither is a dependency). `--nodes-only` skips timing.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
@@ -22,7 +27,63 @@ import onnxruntime as ort
 import torch
 
 from spandrel_fdat import export_onnx
-from spandrel_fdat.network import fdat_medium
+from spandrel_fdat.network import FDAT, fdat_medium
+
+FUSIONS = (
+    "Gelu",
+    "BiasGelu",
+    "FastGelu",
+    "LayerNormalization",
+    "SkipLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "FusedMatMul",
+    "FusedConv",
+    "FusedGemm",
+    "Attention",
+    "MultiHeadAttention",
+)
+
+
+def op_histogram(nodes: Iterable[onnx.NodeProto]) -> collections.Counter[str]:
+    """Node count per op type."""
+    return collections.Counter(n.op_type for n in nodes)
+
+
+def describe(counts: collections.Counter[str], top: int = 14) -> str:
+    return f"{sum(counts.values())} nodes: " + ", ".join(f"{k} {v}" for k, v in counts.most_common(top))
+
+
+def medium_x2() -> FDAT:
+    model = fdat_medium(scale=2, upsampler_type="transpose+conv").eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-3)
+    return model
+
+
+def post_pass(path: Path, kind: str) -> Path:
+    """The graph after onnxslim or onnxsim, written next to it."""
+    out = path.with_suffix(f".{kind}.onnx")
+    if kind == "onnxslim":
+        import onnxslim
+
+        onnx.save(onnxslim.slim(str(path)), str(out))
+    else:
+        import onnxsim
+
+        model, ok = onnxsim.simplify(onnx.load(str(path)))
+        assert ok, "onnxsim could not check its result"
+        onnx.save(model, str(out))
+    return out
+
+
+def session(path: Path, threads: int, optimized: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -30,34 +91,30 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--post", choices=["none", "onnxslim", "onnxsim"], default="none")
+    parser.add_argument("--nodes-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = fdat_medium(scale=2, upsampler_type="transpose+conv").eval()
+    model = medium_x2()
     with tempfile.TemporaryDirectory() as tmp:
         path, optimized = Path(tmp) / "m.onnx", Path(tmp) / "m.opt.onnx"
+        start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            export_onnx(model, path)
-        nodes = onnx.load(str(path)).graph.node
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-        options.optimized_model_filepath = str(optimized)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        fused = collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
-    print(
-        f"medium x2 transpose+conv: {len(nodes)} nodes exported; onnxruntime {ort.__version__}, {args.threads} threads"
-    )
-    print("after onnxruntime's optimisations:", ", ".join(f"{k} {v}" for k, v in fused.most_common(12)))
-    fusions = (
-        "Gelu",
-        "FastGelu",
-        "BiasGelu",
-        "LayerNormalization",
-        "SkipLayerNormalization",
-        "FusedMatMul",
-        "FusedConv",
-    )
-    print("fusions:", ", ".join(f"{k} {fused[k]}" for k in fusions))
+            export_onnx(model, path, opset=args.opset)
+        exported = time.perf_counter() - start
+        counts = op_histogram(onnx.load(str(path)).graph.node)
+        print(f"medium x2 transpose+conv, opset {args.opset}, exported in {exported:.1f} s: {describe(counts)}")
+        if args.post != "none":
+            path = post_pass(path, args.post)
+            print(f"after {args.post}: {describe(op_histogram(onnx.load(str(path)).graph.node))}")
+        sess = session(path, args.threads, optimized)
+        fused = op_histogram(onnx.load(str(optimized)).graph.node)
+    print(f"after onnxruntime {ort.__version__}'s optimisations (ORT_ENABLE_ALL): {describe(fused)}")
+    print("fusions:", ", ".join(f"{k} {fused[k]}" for k in FUSIONS if fused[k]) or "none")
+    if args.nodes_only:
+        return
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
         times: dict[str, list[float]] = {"eager": [], "onnxruntime": []}
@@ -69,11 +126,11 @@ def main() -> None:
                     if name == "eager":
                         model(x)
                     else:
-                        session.run(None, {"input": x.numpy()})
+                        sess.run(None, {"input": x.numpy()})
                     if r:
                         times[name].append(time.perf_counter() - start)
         e, o = statistics.median(times["eager"]), statistics.median(times["onnxruntime"])
-        print(f"{size}x{size}: eager {e:.3f} s, onnxruntime {o:.3f} s, eager/onnxruntime {e / o:.2f}")
+        print(f"{size}x{size}: eager {e:.3f} s, onnxruntime {o:.3f} s, eager/onnxruntime {e / o:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -314,15 +314,16 @@ class ChannelAttention(nn.Module):
         if exporting():
             # norms scaled by 2^-11 (`_statistics_exported`), divided one at a time by a floor
             # that fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
-            norms = squares.sqrt().clamp_min(2**-24)
-            gram = gram / norms[:, :c].reshape(-1, nh, hd, 1) / norms[:, c:].reshape(-1, nh, 1, hd)
+            q_norms, k_norms = squares.sqrt().clamp_min(2**-24).split(c, dim=1)  # one Split, not two Slices
+            gram = gram / q_norms.reshape(-1, nh, hd, 1) / k_norms.reshape(-1, nh, 1, hd)
         else:
             norms = squares.sqrt().clamp_min(1e-12)  # F.normalize's eps
             gram = gram / (norms[:, :c].reshape(-1, nh, hd, 1) * norms[:, c:].reshape(-1, nh, 1, hd))
         attn = (gram * self.temp.to(gram.dtype)).softmax(dim=-1)
         w_v, w_p = self.qkv.weight[2 * c :].to(gram.dtype), self.proj.weight.to(gram.dtype)
         heads = attn.transpose(-1, -2) @ w_p.t().view(nh, hd, c)  # (B, heads, hd, C): M's rows by head
-        return (w_v.t() @ heads.reshape(-1, c, c)).to(self.qkv.weight.dtype)
+        mixing = w_v.t() @ heads.reshape(-1, c, c)
+        return mixing if mixing.dtype == self.qkv.weight.dtype else mixing.to(self.qkv.weight.dtype)
 
     def attend(self, y: Tensor, mixing: Tensor) -> Tensor:
         """The attention output for the pixels of y (B, H, W, C)."""

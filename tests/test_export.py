@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import warnings
@@ -242,3 +243,38 @@ def test_convert_cli_rejects_a_bad_static_size(tmp_path: Path) -> None:
     source = FIXTURES / "uni_pixelshuffle_x3.safetensors"
     result = run_cli("convert", source, tmp_path / "m.safetensors", "--onnx", tmp_path / "m.onnx", "--static", "12by10")
     assert_one_line_error(result, "--static", "HEIGHTxWIDTH")
+
+
+# Nodes per block of the exported graph as onnx_shapes' forms write it (measured at opset 17: 69-71
+# per spatial block, 70-71 per channel block; before, shape arithmetic added about 200 per block),
+# per group (its conv, two layout transposes, the residual add) and once per graph (the window
+# shapes, conv_first, conv_after, the upsampler, initializers the exporter merged: 47 here).
+NODES_PER_SPATIAL_BLOCK, NODES_PER_CHANNEL_BLOCK, NODES_PER_GROUP, NODES_ONCE = 72, 72, 4, 60
+
+
+def test_exported_graph_is_lean(tmp_path: Path) -> None:
+    """medium's structure (groups of spatial and channel blocks, transpose+conv x2) at a small width:
+    no control flow, the sizes read once (one Shape node, no Gather/Unsqueeze per block), a node
+    count bounded by the block count, and onnxruntime within 1e-4 of PyTorch at two odd sizes."""
+    import onnx
+
+    model = build(**{**SMALL, "num_groups": 2, "depth_per_group": 2}, upsampler_type="transpose+conv", scale=2)
+    path = export_onnx(model, tmp_path / "lean.onnx")
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert not ops.keys() & {"If", "Loop", "EyeLike", "CumSum"}
+    assert ops["Shape"] == 1 and ops["Gather"] == 0
+    blocks = [block.block_type for group in model.groups for block in group.blocks]
+    bound = (
+        NODES_PER_SPATIAL_BLOCK * blocks.count("spatial")
+        + NODES_PER_CHANNEL_BLOCK * blocks.count("channel")
+        + NODES_PER_GROUP * len(model.groups)
+        + NODES_ONCE
+    )
+    assert sum(ops.values()) <= bound, ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, h, w in ((1, 19, 23), (2, 9, 13)):  # neither a multiple of the window (4)
+        x = torch.cat([image(3, h, w, seed=i) for i in range(batch)])
+        with torch.inference_mode():
+            expected = model(x)
+        (out,) = session.run(None, {"input": x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=1e-4)
