@@ -1,7 +1,7 @@
 """onnxruntime (CPU) on our exported graph against our eager PyTorch, alternating in one process.
 
     python bench/onnx_cpu.py [--sizes 128 512] [--rounds 3] [--threads 2] [--opset 17]
-        [--post none|onnxslim|onnxsim] [--nodes-only]
+        [--post none|onnxslim|onnxsim] [--nodes-only] [--baseline OTHER.onnx]
 
 Medium x2 (transpose+conv), its weights made distinct as a trained checkpoint's are (the exporter
 merges equal initial weights into Identity nodes). Prints the graph's node count and op types,
@@ -9,6 +9,8 @@ the op types onnxruntime's graph optimisations (ORT_ENABLE_ALL) leave and which 
 hold (Gelu, LayerNormalization, FusedMatMul, FusedConv, ...), then per size the median time of
 each and eager/onnxruntime (above 1: onnxruntime faster). `--post` runs onnxslim or onnxsim on
 the graph first (pip install them yourself; neither is a dependency). `--nodes-only` skips timing.
+`--baseline` times another graph of the same model (e.g. one exported by an older version) as a
+third side, and prints baseline/ours (above 1: our graph faster in onnxruntime).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--post", choices=["none", "onnxslim", "onnxsim"], default="none")
     parser.add_argument("--nodes-only", action="store_true")
+    parser.add_argument("--baseline", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = medium_x2()
@@ -111,26 +114,32 @@ def main() -> None:
             print(f"after {args.post}: {describe(op_histogram(onnx.load(str(path)).graph.node))}")
         sess = session(path, args.threads, optimized)
         fused = op_histogram(onnx.load(str(optimized)).graph.node)
+        sides = {"eager": lambda x: model(x), "onnxruntime": lambda x: sess.run(None, {"input": x.numpy()})}
+        if args.baseline is not None:
+            print(f"baseline {args.baseline}: {describe(op_histogram(onnx.load(str(args.baseline)).graph.node))}")
+            other = session(args.baseline, args.threads, Path(tmp) / "baseline.opt.onnx")
+            sides["baseline"] = lambda x: other.run(None, {"input": x.numpy()})
     print(f"after onnxruntime {ort.__version__}'s optimisations (ORT_ENABLE_ALL): {describe(fused)}")
     print("fusions:", ", ".join(f"{k} {fused[k]}" for k in FUSIONS if fused[k]) or "none")
     if args.nodes_only:
         return
     for size in args.sizes:
         x = torch.rand(1, 3, size, size)
-        times: dict[str, list[float]] = {"eager": [], "onnxruntime": []}
+        times: dict[str, list[float]] = {name: [] for name in sides}
         with torch.inference_mode():
             for r in range(args.rounds + 1):  # round 0 warms up
-                order = ("eager", "onnxruntime") if r % 2 else ("onnxruntime", "eager")
+                order = list(sides) if r % 2 else list(reversed(sides))
                 for name in order:
                     start = time.perf_counter()
-                    if name == "eager":
-                        model(x)
-                    else:
-                        sess.run(None, {"input": x.numpy()})
+                    sides[name](x)
                     if r:
                         times[name].append(time.perf_counter() - start)
-        e, o = statistics.median(times["eager"]), statistics.median(times["onnxruntime"])
-        print(f"{size}x{size}: eager {e:.3f} s, onnxruntime {o:.3f} s, eager/onnxruntime {e / o:.2f}", flush=True)
+        t = {name: statistics.median(v) for name, v in times.items()}
+        e, o = t["eager"], t["onnxruntime"]
+        line = f"{size}x{size}: eager {e:.3f} s, onnxruntime {o:.3f} s, eager/onnxruntime {e / o:.2f}"
+        if "baseline" in t:
+            line += f"; baseline graph {t['baseline']:.3f} s, baseline/ours {t['baseline'] / o:.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
