@@ -16,6 +16,7 @@ OSError or any other exception with a message that makes sense on its own.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -453,6 +454,34 @@ TILE = _Tile()
     help="Run on Ray Data: a local Ray when no ADDRESS (or 'local'), else a cluster (auto, ray://host:10001). "
     "Give it after the inputs, or with a value, so an input is not taken for the ADDRESS.",
 )
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --ray: model actors, each with its own copy of the model [default: 1].",
+)
+@click.option(
+    "--ray-cpus",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="With --ray: CPUs per actor; torch runs on that many threads in it (at least 1) [default: 1].",
+)
+@click.option(
+    "--ray-gpus",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="F",
+    help="With --ray: GPUs per actor (1: one GPU each; 0.5: two actors share one) [default: 0].",
+)
+@click.option(
+    "--ray-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --ray: images handed to an actor at a time [default: 1].",
+)
 def upscale_command(
     inputs: tuple[Path, ...],
     model: Path | None,
@@ -466,6 +495,10 @@ def upscale_command(
     workers: int,
     scale: int | None,
     ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus: float | None,
+    ray_gpus: float | None,
+    ray_batch: int | None,
 ) -> int:
     """Upscale image files and folders (PNG, JPEG, WebP, TIFF; 8/16-bit; grey, RGB, alpha) with an FDAT model.
 
@@ -474,6 +507,8 @@ def upscale_command(
     (e.g. .bmp), or one input and an -o with no extension, is an error. --tile auto runs each
     image whole (exact) when it fits in memory, else in the largest tiles that fit. Images are
     read and written by --workers threads around the model; --resume skips existing outputs.
+    --ray runs the same job on Ray Data; --ray-actors/--ray-cpus/--ray-gpus/--ray-batch size its
+    actors and apply with --ray only.
 
     Exit status: 0 all done, 1 some images failed (each reported on one line), 2 nothing run.
 
@@ -482,14 +517,31 @@ def upscale_command(
       spandrel-fdat upscale photo.jpg -o photo_x2.png
       spandrel-fdat upscale photos/ -o upscaled/ --resume
       spandrel-fdat upscale shots/ more.jpg -m 4x_model.pth -o out/ --dtype fp16 --device cuda
+      spandrel-fdat upscale photos/ -o upscaled/ --ray --ray-actors 2 --ray-cpus 2
+      spandrel-fdat upscale /shared/in -o /shared/out/ --ray auto --ray-actors 8 --ray-gpus 1 --resume
     """
+    ray_options = {"--ray-actors": ray_actors, "--ray-cpus": ray_cpus, "--ray-gpus": ray_gpus, "--ray-batch": ray_batch}
+    if ray_address is None:
+        for flag, value in ray_options.items():
+            if value is not None:
+                raise click.UsageError(f"{flag} applies with --ray only: add --ray [ADDRESS] or drop {flag}")
+    # libgomp's default spin-wait slows torch's threads badly when other processes share the cores
+    # (bench/pipeline.py); read once when torch loads, so set before it is imported; yours wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from . import upscale
 
     run: Callable[..., Any]
     if ray_address is not None:  # --ray: the same steps on Ray Data (spandrel_fdat.distributed)
         from . import distributed
 
-        run = functools.partial(distributed.upscale_ray, address=None if ray_address == "local" else ray_address)
+        run = functools.partial(
+            distributed.upscale_ray,
+            address=None if ray_address == "local" else ray_address,
+            concurrency=1 if ray_actors is None else ray_actors,
+            num_cpus=1 if ray_cpus is None else ray_cpus,
+            num_gpus=0 if ray_gpus is None else ray_gpus,
+            batch_size=1 if ray_batch is None else ray_batch,
+        )
     else:
         run = functools.partial(upscale.upscale_files, workers=workers)
     summary = run(

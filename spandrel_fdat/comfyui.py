@@ -103,7 +103,8 @@ def write_comfyui_node(path: str | os.PathLike[str]) -> Path:
 
 
 SCALE_CHOICES = ("auto", "1", "2", "3", "4")
-"""The loader node's scale choice: "auto" is `load_model`'s default (stored or inferred scale)."""
+"""The loader node's scale choice: "auto" is SPANDREL_FDAT_SCALE if set, else `load_model`'s default (stored or
+inferred scale)."""
 
 
 class FDATUpscaleModelLoader:
@@ -112,7 +113,7 @@ class FDATUpscaleModelLoader:
     Returns ComfyUI's UPSCALE_MODEL (a spandrel ImageModelDescriptor with the model
     patcher ComfyUI's "Upscale Image (using Model)" node expects). The scale applies
     only to checkpoints that do not record theirs (LHAN nearest+conv, for example);
-    "auto" keeps `load_model`'s choice. Errors are `load_model`'s, word for word.
+    "auto" takes SPANDREL_FDAT_SCALE, as ComfyUI's own loader does, else `load_model`'s choice. Errors are `load_model`'s, word for word.
     ComfyUI's modules are imported only when the node runs.
     """
 
@@ -136,10 +137,14 @@ class FDATUpscaleModelLoader:
         import folder_paths
         from comfy import model_management, model_patcher
 
-        from .arch import load_model
+        from .arch import _env_scale, load_model
+        from .errors import interface
 
         path = folder_paths.get_full_path_or_raise("upscale_models", model_name)
-        model = load_model(path, scale=None if scale == "auto" else int(scale)).eval()
+        # "auto" honours SPANDREL_FDAT_SCALE as ComfyUI's own loader does, so a guessed scale's warning
+        # names the same remedies (the host's) from both loader nodes
+        with interface("host"):
+            model = load_model(path, scale=_env_scale() if scale == "auto" else int(scale)).eval()
         # what ComfyUI's upscale node moves between devices
         model.patcher = model_patcher.CoreModelPatcher(
             model.model,

@@ -30,11 +30,19 @@ TEST_EXIT_ENV = "SPANDREL_FDAT_RAY_TEST_EXIT"
 
 
 class _Upscale:
-    """The map_batches UDF: one model per actor; a batch of (source, target) rows in, their errors out."""
+    """The map_batches UDF: one model per actor; a batch of (source, target) rows in, their errors out.
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    torch runs on `threads` threads (the CPUs Ray gives the actor): the CLI's bytes when it is the
+    CLI's thread count, since float sums split over another number of threads can round differently.
+    """
+
+    def __init__(self, options: dict[str, Any], threads: int) -> None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: no spinning on a shared node
+        import torch
+
         from .pipeline import load_for_upscale
 
+        torch.set_num_threads(threads)
         self.upscaler = load_for_upscale(**options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -91,18 +99,30 @@ def _write(data: bytes, uri: str) -> None:
     fs.move(temporary, path)  # object stores copy then delete: atomic for readers of `path`
 
 
-def _init_ray(address: str | None, num_cpus: int | None) -> Any:
+def _init_ray(address: str | None) -> Any:
     try:
         import ray
         import ray.data  # `ray` without the [data] extra lacks pandas/pyarrow
     except ImportError:
         raise UpscaleError(RAY_MISSING) from None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, log_to_driver=False)
+        ray.init(address=address or None, log_to_driver=False)
     return ray
+
+
+def _check_actor_fits(ray: Any, num_cpus: float, num_gpus: float) -> None:
+    """On a Ray without an autoscaler (a local one), refuse an actor no node can hold: it would wait forever."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for flag, name, key, wanted in (
+        ("--ray-cpus", "num_cpus", "CPU", num_cpus),
+        ("--ray-gpus", "num_gpus", "GPU", num_gpus),
+    ):
+        largest = max((node.get(key, 0) for node in nodes), default=0)
+        if wanted > largest:
+            raise UpscaleError(
+                f"{flag} {wanted:g} ({name}): no node of this Ray has {wanted:g} {key}s (the largest has {largest:g}); "
+                f"ask for at most {largest:g}"
+            )
 
 
 def upscale_ray(
@@ -119,17 +139,21 @@ def upscale_ray(
     resume: bool = False,
     scale: int | None = None,
     concurrency: int = 1,
+    num_cpus: float = 1,
     num_gpus: float = 0,
     batch_size: int = 1,
-    num_cpus: int | None = None,
     max_retries: int = 3,
 ) -> Summary:
     """Upscale every input image into `output` on Ray (local cluster when `address` is None); the CLI's summary.
 
-    `concurrency`: model actors; `num_gpus`: GPUs per actor; `batch_size`: images per UDF call.
-    `max_retries`: restarts of a dead actor and retries of its tasks.
+    `concurrency`: model actors; `num_cpus`: CPUs per actor, and the threads torch runs on in it
+    (at least 1); `num_gpus`: GPUs per actor; `batch_size`: images per UDF call. `max_retries`:
+    restarts of a dead actor and retries of its tasks. A local Ray (`address` None, or an
+    existing `ray.init()` in this process) refuses an actor larger than its largest node.
     """
-    ray = _init_ray(address, num_cpus)
+    ray = _init_ray(address)
+    if not address or address == "local":
+        _check_actor_fits(ray, num_cpus, num_gpus)
     images, rejected, several = gather_inputs(inputs)
     jobs, single_file = plan_jobs(images, output, several) if images else ([], False)
     runnable, refused, skipped = select_jobs(jobs, force=force, resume=resume)
@@ -143,8 +167,9 @@ def upscale_ray(
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")  # max_restarts has no named parameter yet
         dataset = ray.data.from_items(rows).map_batches(
             _Upscale,
-            fn_constructor_kwargs={"options": options},
+            fn_constructor_kwargs={"options": options, "threads": max(1, int(num_cpus))},
             concurrency=concurrency,
+            num_cpus=num_cpus,
             num_gpus=num_gpus,
             batch_size=batch_size,
             batch_format="numpy",

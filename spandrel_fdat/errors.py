@@ -24,7 +24,9 @@ SCALE_ENV = "SPANDREL_FDAT_SCALE"
 _SCALE_REMEDIES: dict[Interface, str] = {
     "cli": "--scale N",
     "python": "spandrel_fdat.load_model(path, scale=N)",
-    "host": f"the environment variable {SCALE_ENV}=N, set before the host starts",
+    # a host loads through spandrel's loader (chaiNNer, ComfyUI's stock node) or, in ComfyUI, our node
+    "host": f"the environment variable {SCALE_ENV}=N, set before the host starts "
+    '(in ComfyUI, also the scale of the "Load Upscale Model (FDAT)" node)',
 }
 
 

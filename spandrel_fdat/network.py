@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
+from .bands import WHOLE, Band, row_bands
+from .bands import core as _core
+from .bands import halo as _halo
+from .bands import into as _into
+from .bands import rows as _rows
 from .config import PRESETS, BlockType, FDATConfig, Layout, UpsamplerType
 from .errors import FDATHalfOverflowWarning
+from .onnx_shapes import WindowShapes, exporting, reshape
 from .upsamplers import build_upsampler
 
 # Feature pixels per band in CPU inference (`python bench/benchmark.py --bands` measures others).
@@ -33,9 +39,10 @@ from .upsamplers import build_upsampler
 BAND_PIXELS = 8192
 # Pixels per partial sum of channel attention's statistics outside the CPU (see `_statistics_from_products`).
 STAT_CHUNK = 4096
-# Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_scaled`) so
-# that no partial sum can overflow fp16. True writes the plain unscaled sums in the graph's own
-# dtype instead: only bench/onnx_fp16.py and tests/test_export_fp16.py set it, to show that overflow.
+# Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_exported`)
+# so that no partial sum can overflow fp16, and keep LayerNorm in fp32 in fp16 graphs. True writes
+# plain unscaled sums and LayerNorms in the graph's own dtype instead: only bench/onnx_fp16.py and
+# tests/test_export_fp16.py set it, to show the overflow that this prevents.
 NAIVE_EXPORT_SUMS = False
 
 
@@ -61,15 +68,14 @@ def _gelu(x: Tensor) -> Tensor:
     return torch.ops.aten.gelu_(x) if _eager_inference() else F.gelu(x)
 
 
-def _at_least_fp32(t: Tensor) -> Tensor:
-    """t in fp32 if it is in a lower precision: an fp32 island in a native fp16 graph. No Cast in an
-    fp32 graph, where onnxconverter-common would relabel its fp32 output as fp16 (a model
-    onnxruntime refuses to load)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+def _widened(t: Tensor) -> Tensor:
+    """t in at least fp32; t itself (no Cast in a graph) if it is."""
+    wide = torch.promote_types(t.dtype, torch.float32)
+    return t if t.dtype == wide else t.to(wide)
 
 
 def _pixel_mean(t: Tensor) -> Tensor:
-    """(B, H, W, C) -> (B, C): the mean over pixels, written for exported graphs.
+    """(B, H, W, C) -> (B, 1, 1, C): the mean over pixels, written for exported graphs.
 
     A mean over each row, then over the rows, each of at most 3840 values scaled by 1/64 first:
     a runtime that sums them in fp16 overflows only where a row's mean exceeds 1000 (the conv
@@ -78,8 +84,8 @@ def _pixel_mean(t: Tensor) -> Tensor:
     graph it is also an fp32 island.
     """
     if NAIVE_EXPORT_SUMS:
-        return t.sum((1, 2)) / (t.shape[1] * t.shape[2])
-    return (_at_least_fp32(t) * 2**-6).mean(2).mul(2**-6).mean(1) * 2**12
+        return t.sum((1, 2), keepdim=True) / (t.shape[1] * t.shape[2])
+    return (_widened(t) * 2**-6).mean(2, keepdim=True).mul(2**-6).mean(1, keepdim=True) * 2**12
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -89,53 +95,6 @@ def _nchw(x: Tensor) -> Tensor:
 
 def _nhwc(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1)
-
-
-class Band(NamedTuple):
-    """Output rows [start, stop) of a block part, read from input rows [lo, hi): a one-row halo
-    for the 3x3 depthwise convolutions. `stop is None`: the whole image, not sliced."""
-
-    start: int = 0
-    stop: int | None = None
-    lo: int = 0
-    hi: int | None = None
-
-
-WHOLE = (Band(),)
-
-
-def row_bands(height: int, width: int, window_size: int, pixels: int) -> tuple[Band, ...]:
-    """About height * width / pixels bands of equal height, each a multiple of the window size tall
-    (but the last); fewer where windows are too tall."""
-    count = round(height * width / pixels) if pixels > 0 else 1
-    if count <= 1:
-        return WHOLE
-    rows = -(-height // count)  # ceil
-    rows = -(-rows // window_size) * window_size  # to whole windows
-    if rows >= height:
-        return WHOLE
-    starts = range(0, height, rows)
-    return tuple(Band(s, min(s + rows, height), max(s - 1, 0), min(s + rows + 1, height)) for s in starts)
-
-
-def _rows(x: Tensor, band: Band) -> Tensor:
-    """The band's output rows of a full (B, H, W, C) tensor."""
-    return x if band.stop is None else x[:, band.start : band.stop]
-
-
-def _halo(x: Tensor, band: Band) -> Tensor:
-    """The rows a band reads, halo included."""
-    return x if band.hi is None else x[:, band.lo : band.hi]
-
-
-def _core(t: Tensor, band: Band) -> Tensor:
-    """The output rows of a tensor computed on the band's halo rows."""
-    return t if band.stop is None else t[:, band.start - band.lo : band.stop - band.lo]
-
-
-def _into(out: Tensor | None, band: Band) -> Tensor | None:
-    """Where a band's result goes: its rows of `out`, or a new tensor."""
-    return None if out is None else _rows(out, band)
 
 
 def _window_pairs(image: Tensor, grid: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
@@ -197,9 +156,12 @@ class SpatialWindowAttention(nn.Module):
         grid = self._attend(x)
         return grid.reshape(b, grid.shape[1] * self.ws, grid.shape[3] * self.ws, c)[:, :h, :w]
 
-    def add_gated(self, out: Tensor, x: Tensor, gate: Tensor) -> Tensor:
+    def add_gated(self, out: Tensor, x: Tensor, gate: Tensor, shapes: WindowShapes | None = None) -> Tensor:
         """out += self(x) * gate for out like x and a (B, 1, 1, C) gate; in eager mode read from
-        the windows where they lie, with no copy back to image order."""
+        the windows where they lie, with no copy back to image order. `shapes`: see `exported`."""
+        if exporting():
+            shapes = shapes or WindowShapes.of(_nchw(x), self.ws, self.proj.out_features)
+            return out + self.exported(x, shapes) * gate
         if _tracing():  # torch's ONNX addcmul promotes an fp16 graph to fp32: written out
             return out.add_(self(x) * gate)
         if _graph():
@@ -208,6 +170,21 @@ class SpatialWindowAttention(nn.Module):
         for pixels, result in _window_pairs(out, self._attend(x)):
             pixels.addcmul_(result, gate.view(b, *(1,) * (result.ndim - 2), c))
         return out
+
+    def exported(self, x: Tensor, shapes: WindowShapes) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C) as ONNX export writes it: windows cut and put back with the
+        forward's `shapes` (one node per reshape), attention as MatMul, Add, Softmax, MatMul."""
+        ws, nh, c = self.ws, self.num_heads, self.proj.out_features
+        win = reshape(shapes.pad(x), shapes.windows).transpose(1, 2)  # (B * hw, ww, ws, ws, C)
+        w = self.qkv.weight
+        w = torch.cat([w[:c] * self.scale, w[c:]])  # q's rows scaled: the exporter folds this
+        qkv = F.linear(win, w)  # (B * hw, ww, ws, ws, 3C)
+        qkv = reshape(qkv, [-1, ws * ws, 3 * nh, c // nh]).transpose(1, 2)  # (windows, 3 heads, N, hd)
+        q, k, v = qkv.split(nh, dim=1)
+        attn = (q @ k.transpose(-1, -2) + self.bias).softmax(-1)  # (windows, heads, N, N)
+        heads = reshape((attn @ v).transpose(1, 2), shapes.grid)  # (B * hw, ww, ws, ws, C)
+        out = F.linear(heads, self.proj.weight, self.proj.bias).transpose(1, 2)  # (B * hw, ws, ww, ws, C)
+        return shapes.crop(reshape(out, shapes.image))
 
     def _attend(self, x: Tensor) -> Tensor:
         """(B, H, W, C) -> the output windows in image order, (B, hw, ws, ww, ws, C), padding included."""
@@ -255,30 +232,34 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
-        if _tracing():  # exported graphs may run anywhere, and in fp16 throughout
-            return self._statistics_scaled(y)
+        if exporting():
+            return self._statistics_exported(y)
         # fp64 runs at half the fp32 rate on CPUs, at a small fraction on consumer GPUs
-        if y.device.type == "cpu":
+        if y.device.type == "cpu" and not _tracing():  # exported graphs may run anywhere
             return self._statistics_from_moments(y)
         return self._statistics_from_products(y)
 
-    def _statistics_scaled(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """`statistics` for exported graphs, which may be converted to fp16 whole (onnxconverter-common)
-        or summed by an fp16 runtime: q and k are scaled by 2^-11 before their products, so every
-        partial sum is at most N / 2^22 max|q| max|k|, under 2 max|q| max|k| for the N <= 8.3M
-        pixels of 3840x2160 (q and k are projections of normalised features: tens at most).
-        `mixing` divides by the norms, so the factor cancels. In a native fp16 graph the products
-        are also an fp32 island, as in PyTorch."""
-        b, c = y.shape[0], y.shape[-1]
-        nh, hd = self.num_heads, c // self.num_heads
+    def _statistics_exported(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`_statistics_from_products` as ONNX export writes it: one chunk, and every reshape a
+        constant (onnx_shapes.reshape; 0 keeps the batch), so no shape arithmetic.
+
+        q and k are scaled by 2^-11 before their products, so every partial sum is at most
+        N / 2^22 max|q| max|k|, under 2 max|q| max|k| for the N <= 8.3M pixels of 3840x2160 (q and
+        k project normalised features: tens at most), in any precision: a graph converted to fp16
+        whole (onnxconverter-common) or summed by an fp16 runtime. `mixing` divides by the norms,
+        so the factor cancels. In a native fp16 graph the products are also an fp32 island.
+        """
+        c, nh = self.qkv.in_features, self.num_heads
+        hd = c // nh
         w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)  # as below
-        qk = F.linear(y.reshape(b, -1, c), w_qk)  # (B, N, 2C)
+        qk = F.linear(y, w_qk)  # (B, H, W, 2C)
+        heads = reshape(qk, [0, -1, nh, 2 * hd]).transpose(1, 2)  # (B, heads, N, 2hd)
         if not NAIVE_EXPORT_SUMS:
-            qk = _at_least_fp32(qk) * 2**-11
-        heads = qk.view(b, -1, nh, 2 * hd).transpose(1, 2)  # (B, heads, N, 2hd)
-        gram = heads[..., :hd].transpose(-1, -2) @ heads[..., hd:]  # (B, heads, hd, hd)
-        squares = heads.square().sum(2).reshape(b, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
-        return gram, squares.reshape(b, 2 * c)
+            heads = _widened(heads) * 2**-11
+        q, k = heads.split(hd, dim=-1)
+        gram = q.transpose(-1, -2) @ k  # (B, heads, hd, hd)
+        squares = heads.square().sum(2).reshape(-1, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
+        return gram, squares.reshape(-1, 2 * c)
 
     def _statistics_from_products(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """`statistics` from q and k themselves: one product per head."""
@@ -330,23 +311,25 @@ class ChannelAttention(nn.Module):
         proj(attn @ v) = v @ A @ Wp^T + b with A block-diagonal, A[h][j, i] = attn[h, i, j], and
         v = y @ Wv^T: so M = Wv^T @ A @ Wp^T, and v is never formed.
         """
-        b, nh, hd, _ = gram.shape
-        c = nh * hd
-        if _tracing():
-            # graphs: norms scaled by 2^-11 (`_statistics_scaled`), divided one at a time by a floor
-            # that fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
+        nh, c = self.num_heads, self.qkv.in_features  # not read from shapes: no shape arithmetic in graphs
+        hd = c // nh
+        if exporting():
+            # norms scaled by 2^-11 (`_statistics_exported`), divided one at a time by a floor that
+            # fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
             norms = squares.sqrt().clamp_min(2**-24)
-            gram = gram / norms[:, :c].reshape(b, nh, hd, 1) / norms[:, c:].reshape(b, nh, 1, hd)
+            gram = gram / norms[:, :c].reshape(-1, nh, hd, 1) / norms[:, c:].reshape(-1, nh, 1, hd)
         else:
             norms = squares.sqrt().clamp_min(1e-12)  # F.normalize's eps
-            gram = gram / (norms[:, :c].reshape(b, nh, hd, 1) * norms[:, c:].reshape(b, nh, 1, hd))
+            gram = gram / (norms[:, :c].reshape(-1, nh, hd, 1) * norms[:, c:].reshape(-1, nh, 1, hd))
         attn = (gram * self.temp.to(gram.dtype)).softmax(dim=-1)
         w_v, w_p = self.qkv.weight[2 * c :].to(gram.dtype), self.proj.weight.to(gram.dtype)
         heads = attn.transpose(-1, -2) @ w_p.t().view(nh, hd, c)  # (B, heads, hd, C): M's rows by head
-        return (w_v.t() @ heads.reshape(b, c, c)).to(self.qkv.weight.dtype)
+        return (w_v.t() @ heads.reshape(-1, c, c)).to(self.qkv.weight.dtype)
 
     def attend(self, y: Tensor, mixing: Tensor) -> Tensor:
         """The attention output for the pixels of y (B, H, W, C)."""
+        if exporting():  # (B, H, W, C) @ (B, 1, C, C): no reshapes
+            return torch.matmul(y, mixing.unsqueeze(1)) + self.proj.bias
         b, h, w, c = y.shape
         if b == 1 and not _tracing():  # the batch is symbolic in exported graphs
             out = torch.addmm(self.proj.bias, y.reshape(h * w, c), mixing[0])
@@ -381,8 +364,20 @@ class AIM(nn.Module):
         b, c = mean.shape
         return self.cg[1:](mean.view(b, c, 1, 1)).view(b, 1, 1, c)
 
+    def channel_gate_nhwc(self, mean: Tensor) -> Tensor:
+        """(B, 1, 1, C) mean -> (B, 1, 1, C) gate: the 1x1 convs as linears on the last dim
+        (exported graphs: no reshape, no transpose)."""
+        reduce, expand = self.cg[1], self.cg[3]
+        assert isinstance(reduce, nn.Conv2d) and isinstance(expand, nn.Conv2d)
+        hidden = self.cg[2](F.linear(mean, reduce.weight.view(reduce.out_channels, -1)))
+        return self.cg[4](F.linear(hidden, expand.weight.view(expand.out_channels, -1)))
+
     def spatial_gate(self, attn: Tensor) -> Tensor:
         """(B, H, W, C) attention output -> (B, H, W, 1) gate."""
+        if exporting():  # the 1x1 conv as a linear: no transposes
+            conv = self.sg[0]
+            assert isinstance(conv, nn.Conv2d)
+            return self.sg[1](F.linear(attn, conv.weight.view(1, -1)))
         return _nhwc(self.sg(_nchw(attn)))
 
 
@@ -397,7 +392,7 @@ class LayerNorm(nn.LayerNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if _tracing() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
+        if exporting() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
             weight, bias = self.weight.float(), self.bias.float()
             return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
         return super().forward(x)
@@ -418,6 +413,9 @@ class FFN(nn.Module):
 
         Taking `norm` rather than its output lets the normalised rows go as soon as fc1 has read them.
         """
+        if exporting():  # no reshapes: the linears take (B, H, W, C) as they are
+            hidden = _nhwc(self.smix(_nchw(F.gelu(self.fc1(norm(x))))))
+            return x + self.fc2(hidden)
         c = x.shape[-1]
         in_place = out is None and len(bands) == 1 and _eager_inference()
         for band in bands:
@@ -450,35 +448,44 @@ class FDATBlock(nn.Module):
         self.ffn = FFN(e, config.ffn_hidden_dim)
 
     def forward(
-        self, x: Tensor, bands: Sequence[Band] = WHOLE, mid: Tensor | None = None, out: Tensor | None = None
+        self,
+        x: Tensor,
+        bands: Sequence[Band] = WHOLE,
+        mid: Tensor | None = None,
+        out: Tensor | None = None,
+        shapes: WindowShapes | None = None,
     ) -> Tensor:
         """(B, H, W, C) -> (B, H, W, C). With several bands, batch 1 and buffers `mid`, `out` like x
-        (`mid` not x; `out` may be x): computed band by band into them, and `out` returned."""
-        mixed = self._spatial(x, bands, mid) if self.block_type == "spatial" else self._channel(x, bands, mid)
+        (`mid` not x; `out` may be x): computed band by band into them, and `out` returned.
+        `shapes`: the window shapes of x, computed once per forward in ONNX export."""
+        spatial = self.block_type == "spatial"
+        mixed = self._spatial(x, bands, mid, shapes) if spatial else self._channel(x, bands, mid)
         return self.ffn(mixed, self.n2, bands, out)
 
     def _conv_branch(self, y: Tensor, band: Band) -> Tensor:
         """GELU(depthwise conv) of the band's normalised halo rows, for its output rows."""
         return _gelu(_core(_nhwc(self.conv[0](_nchw(y))), band))  # conv[1] is that GELU
 
-    def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None) -> Tensor:
+    def _spatial(self, x: Tensor, bands: Sequence[Band], mid: Tensor | None, shapes: WindowShapes | None) -> Tensor:
         """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
-        h, w = x.shape[1:3]
+        attention = self.attn
+        assert isinstance(attention, SpatialWindowAttention)
+        if exporting():  # one band; the mean read from the graph, not from traced sizes
+            y = self.n1(x)
+            conv = self._conv_branch(y, WHOLE[0])
+            mean = _pixel_mean(conv)
+            gate = self.inter.channel_gate_nhwc(mean if mean.dtype == x.dtype else mean.to(x.dtype))
+            return attention.add_gated(x + conv, y, gate, shapes)
+        b, h, w, c = x.shape
         whole = self.n1(x) if len(bands) == 1 else None  # one band: normalised once, used twice
-        parts, sums = [], []
+        parts, total = [], x.new_zeros(b, c, dtype=torch.promote_types(x.dtype, torch.float32))
         for band in bands:
             conv = self._conv_branch(whole if whole is not None else self.n1(_halo(x, band)), band)
-            if _tracing():  # one band; scaled sums (see _pixel_mean)
-                sums.append(_pixel_mean(conv))
-            else:  # a sum over many pixels overflows fp16
-                sums.append(conv.sum((1, 2), dtype=torch.promote_types(conv.dtype, torch.float32)))
+            total += conv.sum((1, 2), dtype=total.dtype)  # a sum over many pixels overflows fp16
             rows = _rows(x, band)
             parts.append(conv.add_(rows) if mid is None else torch.add(rows, conv, out=_rows(mid, band)))
             del conv
-        mean = sums[0] if _tracing() else sum(sums[1:], sums[0]) / (h * w)
-        gate = self.inter.channel_gate(mean.to(x.dtype))
-        attention = self.attn
-        assert isinstance(attention, SpatialWindowAttention)
+        gate = self.inter.channel_gate((total / (h * w)).to(x.dtype))
         for band, part in zip(bands, parts, strict=True):
             attention.add_gated(part, whole if whole is not None else self.n1(_rows(x, band)), gate)
         return parts[0] if mid is None else mid
@@ -511,13 +518,19 @@ class ResidualGroup(nn.Module):
         e = config.embed_dim
         self.conv = nn.Conv2d(e, e, 3, 1, 1, bias=False)
 
-    def forward(self, x: Tensor, bands: Sequence[Band] = WHOLE, buffers: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        bands: Sequence[Band] = WHOLE,
+        buffers: tuple[Tensor, Tensor] | None = None,
+        shapes: WindowShapes | None = None,
+    ) -> Tensor:
         """(B, C, H, W) in channels-last memory -> the same. With several bands, `buffers` are two
-        (B, H, W, C) tensors like `_nhwc(x)` that the blocks write through."""
+        (B, H, W, C) tensors like `_nhwc(x)` that the blocks write through. `shapes`: see FDATBlock."""
         t = _nhwc(x)
         mid, out = (None, None) if buffers is None else buffers
         for block in self.blocks:
-            t = block(t, bands, mid, out)  # from the second block on, t is out
+            t = block(t, bands, mid, out, shapes)  # from the second block on, t is out
         return self.conv(_nchw(t)).add_(x)
 
 
@@ -656,8 +669,10 @@ class FDAT(nn.Module):
         deep, buffers = shallow, None
         if len(bands) > 1:  # allocated once: a fresh large tensor is fresh pages to fault in
             buffers = (torch.empty_like(_nhwc(shallow)), torch.empty_like(_nhwc(shallow)))
+        # ONNX export: the window shapes once for every block (see onnx_shapes)
+        shapes = WindowShapes.of(shallow, c.window_size, c.embed_dim) if exporting() else None
         for group in self.groups:
-            deep = group(deep, bands, buffers)
+            deep = group(deep, bands, buffers, shapes)
         del buffers
         out = self.upsampler(self.conv_after(deep).add_(shallow))  # conv_after's output is ours to write
         if c.unshuffle_mod:

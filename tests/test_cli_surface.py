@@ -95,7 +95,8 @@ def test_scale_warning_names_the_remedy_of_each_interface() -> None:
     messages = [str(w.message) for w in host if issubclass(w.category, spandrel_fdat.FDATScaleWarning)]
     assert messages == [
         "this FDAT checkpoint does not record its scale; loaded as x4. "
-        "Choose with the environment variable SPANDREL_FDAT_SCALE=N, set before the host starts."
+        "Choose with the environment variable SPANDREL_FDAT_SCALE=N, set before the host starts "
+        '(in ComfyUI, also the scale of the "Load Upscale Model (FDAT)" node).'
     ]
 
     from click.testing import CliRunner

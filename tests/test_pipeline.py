@@ -124,6 +124,15 @@ def test_resume_skips_what_exists_and_does_the_rest(tmp_path: Path) -> None:
     assert without.exit_code == 1 and "exists; skipped (--force overwrites)" in without.stderr
 
 
+@pytest.mark.parametrize(
+    "flag", [["--ray-actors", "2"], ["--ray-cpus", "2"], ["--ray-gpus", "1"], ["--ray-batch", "4"]]
+)
+def test_a_ray_option_without_ray_is_a_usage_error(tmp_path: Path, flag: list[str]) -> None:
+    result = run(save(tmp_path / "a.png"), "-m", RGB_X2, "-o", tmp_path / "out.png", *flag)
+    assert_one_line_error(result, f"{flag[0]} applies with --ray only", "add --ray [ADDRESS]", f"drop {flag[0]}")
+    assert not (tmp_path / "out.png").exists()
+
+
 # --- the per-image API --------------------------------------------------------------------------
 
 

@@ -94,6 +94,52 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path: Path, marker: Pa
     assert all((tmp_path / "out" / n).read_bytes() == (tmp_path / "cli" / n).read_bytes() for n in names)
 
 
+def _noise16(folder: Path, names: list[str]) -> Path:
+    """16-bit grey noise: its float sums round differently on 1 and 2 torch threads (the output's last bits)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(names):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 65535, (24, 26), dtype=np.uint16)).save(folder / name)
+    return folder
+
+
+def test_the_cli_options_size_the_actors_and_their_threads_give_the_cli_bytes(tmp_path: Path) -> None:
+    """--ray-cpus N: torch on N threads in each actor, so the bytes of the CLI on N threads."""
+    import torch
+
+    from tests.helpers import run_cli
+
+    names = ["a.png", "b.png"]
+    inputs = _noise16(tmp_path / "in", names)
+    threads = torch.get_num_threads()
+    cli: dict[int, dict[str, bytes]] = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert _cli(inputs, tmp_path / f"cli{count}").done == 2
+            cli[count] = {n: (tmp_path / f"cli{count}" / n).read_bytes() for n in names}
+    finally:
+        torch.set_num_threads(threads)
+    assert cli[1] != cli[2]  # else this test could not tell the thread counts apart
+    for cpus, actors in ((2, 1), (1, 2)):
+        out = tmp_path / f"ray{cpus}"
+        options = ["--ray-actors", str(actors), "--ray-cpus", str(cpus), "--ray-gpus", "0", "--ray-batch", "2"]
+        result = run_cli("upscale", inputs, "-o", f"{out}/", "--device", "cpu", "--ray", "local", *options)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.startswith("upscaled 2 of 2 images (0 failed)")
+        assert {n: (out / n).read_bytes() for n in names} == cli[cpus]
+
+
+def test_an_actor_larger_than_the_local_ray_is_refused(tmp_path: Path) -> None:
+    from tests.helpers import assert_one_line_error, run_cli
+
+    inputs = _images(tmp_path / "in", ["a.png"])
+    result = run_cli("upscale", inputs, "-o", f"{tmp_path / 'out'}/", "--ray", "local", "--ray-cpus", "3")
+    assert_one_line_error(result, "--ray-cpus 3 (num_cpus): no node of this Ray has 3 CPUs (the largest has 2)")
+    result = run_cli("upscale", inputs, "-o", f"{tmp_path / 'out'}/", "--ray", "local", "--ray-gpus", "1")
+    assert_one_line_error(result, "--ray-gpus 1 (num_gpus): no node of this Ray has 1 GPUs (the largest has 0)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_ray_the_cli_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 import spandrel_fdat
+from spandrel_fdat.models import default_model_path
 from tests.real_hosts import servers, venvs
 
 FIXTURES = venvs.REPO / "fixtures"
@@ -75,7 +77,8 @@ def edge(node_id: str, index: int) -> dict[str, Any]:
     return {"type": "edge", "id": node_id, "index": index}
 
 
-def expected(model_file: Path, pixels: np.ndarray) -> np.ndarray:
+def expected(model_file: Path | dict[str, torch.Tensor], pixels: np.ndarray) -> np.ndarray:
+    """`load_model`'s output for (H, W, C) uint8 pixels, in 8-bit units (float)."""
     model = spandrel_fdat.load_model(model_file)
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
@@ -217,3 +220,127 @@ def test_control_autoload_off(
         host.server.stop()
     assert status != 200
     assert "unsupported" in str(answer)
+
+
+def white_mean(state: Path | dict[str, torch.Tensor]) -> float:
+    """The mean output for an all-white 3x3 input: chaiNNer's Interpolate Models runs the blend on one
+    (3x3 for a model that needs no padding, as ours) and refuses the models when the mean is not above 0.5."""
+    model = spandrel_fdat.load_model(state)
+    assert (model.size_requirements.minimum, model.size_requirements.multiple_of) == (0, 1)
+    with torch.no_grad():
+        return float(model(torch.ones(1, model.input_channels, 3, 3)).clamp(0, 1).mean())
+
+
+def perturbed(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Another checkpoint of the same configuration: every float tensor times (1 + 0.2 noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        key: value * (1 + 0.2 * torch.randn(value.shape, generator=gen)) if value.is_floating_point() else value
+        for key, value in state.items()
+    }
+
+
+def test_interpolate_models_at_50(chainner: Chainner, small_image: tuple[Path, np.ndarray]) -> None:
+    """The bundled (trained) model and a perturbed copy, blended at 50: the image and the weights of the blend."""
+    image, pixels = small_image
+    state_a = spandrel_fdat.load_model(default_model_path()).model.state_dict()
+    state_b = perturbed(state_a, seed=7)
+    model_b = chainner.work / "perturbed_x2.safetensors"
+    save_file(state_b, str(model_b))
+    # chaiNNer blends model.state_dict() of both descriptors: 0.5 * a + 0.5 * b, key by key
+    blend = {key: 0.5 * state_a[key] + 0.5 * state_b[key] for key in state_a}
+    status, answer = chainner.run(
+        [
+            chainner.node("a", "chainner:image:load", {0: value(str(image))}),
+            chainner.node("m1", "chainner:pytorch:load_model", {0: value(str(default_model_path()))}),
+            chainner.node("m2", "chainner:pytorch:load_model", {0: value(str(model_b))}),
+            chainner.node(
+                "i", "chainner:pytorch:interpolate_models", {0: edge("m1", 0), 1: edge("m2", 0), 2: value(50)}
+            ),
+            chainner.node("c", "chainner:pytorch:upscale_image", {1: edge("a", 0), 0: edge("i", 0)}),
+            chainner.node(
+                "d",
+                "chainner:image:save",
+                {0: edge("c", 0), 1: value(str(chainner.work)), 2: value("out"), 3: value("interpolated")},
+            ),
+            chainner.node(
+                "s",
+                "chainner:pytorch:save_model",
+                {0: edge("i", 0), 1: value(str(chainner.work)), 2: value("interpolated"), 3: value("safetensors")},
+            ),
+        ]
+    )
+    assert status == 200 and answer == {"type": "success"}, answer
+    saved = np.asarray(Image.open(chainner.work / "out" / "interpolated.png").convert("RGB")).astype(float)
+    want = expected(blend, pixels)
+    assert np.abs(saved - want).max() <= TOLERANCE
+    # the blend is neither model: its image is far from A's and from B's
+    assert np.abs(want - expected(default_model_path(), pixels)).max() > 5
+    assert np.abs(want - expected(model_b, pixels)).max() > 5
+    weights = spandrel_fdat.load_model(chainner.work / "interpolated.safetensors").model.state_dict()
+    assert weights.keys() == state_a.keys()
+    for key, blended in blend.items():
+        assert torch.equal(weights[key].to(blended.dtype), blended), key
+
+
+def test_interpolate_models_refuses_a_model_dark_on_white(chainner: Chainner) -> None:
+    """Two copies of a random-weight fixture: chaiNNer's white-image check refuses them (its rule, not ours)."""
+    fixture = FIXTURES / FAMILIES[0]
+    assert white_mean(fixture) < 0.5 < white_mean(default_model_path())
+    status, answer = chainner.run(
+        [
+            chainner.node("m1", "chainner:pytorch:load_model", {0: value(str(fixture))}),
+            chainner.node("m2", "chainner:pytorch:load_model", {0: value(str(fixture))}),
+            chainner.node(
+                "i", "chainner:pytorch:interpolate_models", {0: edge("m1", 0), 1: edge("m2", 0), 2: value(50)}
+            ),
+            chainner.node(
+                "s",
+                "chainner:pytorch:save_model",
+                {0: edge("i", 0), 1: value(str(chainner.work)), 2: value("refused"), 3: value("pth")},
+            ),
+        ]
+    )
+    assert status != 200
+    assert "not compatible" in str(answer)
+    assert not (chainner.work / "refused.pth").exists()
+
+
+ONNX_IMAGE = (32, 48)  # (H, W): multiples of 16, so chaiNNer's ONNX node pads nothing
+ONNX_CASES = [
+    ("uni_pixelshuffle_x4.pth", 14),
+    ("uni_pixelshuffle_x4.pth", 17),
+    ("standalone_pixelshuffle_x2.safetensors", 14),
+    ("uni_transpose_conv_x3.safetensors", 14),
+    ("uni_transpose_conv_x3.safetensors", 17),
+    ("uni_dysample_mid_ne_e_x4.pth", 14),
+    ("uni_dysample_mid_ne_e_x4.pth", 17),
+    ("uni_lda_mid_ne_e_x2.safetensors", 14),
+]
+
+
+@pytest.mark.parametrize(("name", "opset"), ONNX_CASES)
+def test_convert_to_onnx_then_onnx_upscale(chainner: Chainner, name: str, opset: int) -> None:
+    rng = np.random.default_rng(6)
+    pixels = (rng.random((*ONNX_IMAGE, 3)) * 255).astype(np.uint8)
+    image = chainner.work / "in_onnx.png"
+    Image.fromarray(pixels).save(image)
+    stem = f"onnx{opset}_{name.replace('.', '_')}"
+    status, answer = chainner.run(
+        [
+            chainner.node("a", "chainner:image:load", {0: value(str(image))}),
+            chainner.node("b", "chainner:pytorch:load_model", {0: value(str(FIXTURES / name))}),
+            chainner.node("o", "chainner:pytorch:convert_to_onnx", {0: edge("b", 0), 2: value(opset)}),
+            chainner.node("u", "chainner:onnx:upscale_image", {1: edge("a", 0), 0: edge("o", 0)}),
+            chainner.node(
+                "d",
+                "chainner:image:save",
+                {0: edge("u", 0), 1: value(str(chainner.work)), 2: value("out"), 3: value(stem)},
+            ),
+        ]
+    )
+    assert status == 200 and answer == {"type": "success"}, answer
+    saved = np.asarray(Image.open(chainner.work / "out" / f"{stem}.png").convert("RGB")).astype(float)
+    want = expected(FIXTURES / name, pixels)
+    assert saved.shape == want.shape
+    assert np.abs(saved - want).max() <= TOLERANCE

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 import spandrel_fdat
+from spandrel_fdat.errors import scale_warning_text
 from tests.real_hosts import servers, venvs
 
 FIXTURES = venvs.REPO / "fixtures"
@@ -151,7 +152,7 @@ def comfyui_venv() -> Iterator[tuple[Path, Path]]:
         venvs.uninstall_plugin(venv)
 
 
-def start_comfyui(source: Path, venv: Path, base: Path, models: list[str]) -> Comfy:
+def start_comfyui(source: Path, venv: Path, base: Path, models: list[str], **env: str) -> Comfy:
     for sub in ("custom_nodes", "input", "output", "models/upscale_models"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for name in models:
@@ -159,7 +160,7 @@ def start_comfyui(source: Path, venv: Path, base: Path, models: list[str]) -> Co
     port = servers.free_port()
     argv = [str(venvs.venv_python(venv)), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
     argv += ["--base-directory", str(base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
-    server = servers.HostServer(argv, cwd=source, env=venvs.host_env(), log=base / "comfyui.log", port=port)
+    server = servers.HostServer(argv, cwd=source, env=venvs.host_env(**env), log=base / "comfyui.log", port=port)
     try:
         server.wait_ready(lambda: server.get("/system_stats") is not None, timeout=300)
     except BaseException:
@@ -203,6 +204,27 @@ def test_clone_registers_the_node_pack(comfy: Comfy) -> None:
     assert info["output"] == ["UPSCALE_MODEL"]
     assert info["input"]["required"]["scale"][0] == ["auto", "1", "2", "3", "4"]
     assert "spandrel-fdat" in comfy.server.log_tail(100_000)
+
+
+def test_comfyui_reads_the_registry_metadata(comfy: Comfy, comfyui_venv: tuple[Path, Path]) -> None:
+    """pyproject.toml's [project] and [tool.comfy], as ComfyUI's own parser (comfy_config) reads the clone."""
+    source, venv = comfyui_venv
+    assert "Unable to parse pyproject.toml" not in comfy.server.log_tail(10_000_000)
+    script = (
+        "import json, sys; from comfy_config import config_parser; "
+        "c = config_parser.extract_node_configuration(sys.argv[1]); print(json.dumps(c.model_dump()))"
+    )
+    clone = comfy.base / "custom_nodes" / "spandrel-fdat"
+    result = subprocess.run(
+        [str(venvs.venv_python(venv)), "-c", script, str(clone)], cwd=source, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = json.loads(result.stdout)
+    assert parsed["project"]["name"] == "spandrel-fdat"
+    assert parsed["project"]["version"] == spandrel_fdat.__version__
+    assert parsed["project"]["requires_python"] == ">=3.10"
+    assert parsed["tool_comfy"]["publisher_id"] == "spandrel-fdat"
+    assert parsed["tool_comfy"]["display_name"] == "FDAT upscale models (spandrel-fdat)"
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -257,6 +279,12 @@ def test_loader_node_takes_the_true_scale(comfy: Comfy, small_image: np.ndarray)
     # The checkpoint does not record its scale: "auto" guesses x4, the node's 2 gives its true x2.
     guessed = comfy.saved(comfy.upscale(fdat_loader(LHAN_NEAREST, "auto"), "small.png"))
     assert guessed.shape == (80, 96, 3)
+    assert comfy.saved(comfy.upscale(stock_loader(LHAN_NEAREST), "small.png")).shape == (80, 96, 3)
+    # both loader nodes warn in the same words, naming the environment variable and the FDAT node
+    warning = scale_warning_text(4, "host")
+    assert 'the scale of the "Load Upscale Model (FDAT)" node' in warning
+    warned_from = [line.split(":")[0] for line in comfy.server.log_tail(10_000_000).splitlines() if warning in line]
+    assert sorted(Path(f).name for f in warned_from) == ["comfyui.py", "loader.py"], warned_from  # ours, spandrel's
     true = comfy.saved(comfy.upscale(fdat_loader(LHAN_NEAREST, "2"), "small.png"))
     want = expected(FIXTURES / LHAN_NEAREST, small_image, scale=2)
     assert true.shape == want.shape == (40, 48, 3)
@@ -273,14 +301,18 @@ def test_wheel_route_comfyui_node_folder(comfyui_venv: tuple[Path, Path], tmp_pa
     cli = venv / "bin" / "spandrel-fdat"
     subprocess.run([str(cli), "comfyui-node", str(tmp_path / "custom_nodes" / "spandrel-fdat")], check=True)
     name = "lhan_transpose_conv_x3.safetensors"
-    comfy = start_comfyui(source, venv, tmp_path, [name, LHAN_NEAREST])
+    # SPANDREL_FDAT_SCALE=2 set before the start: both loader nodes' "auto" take it (a recorded scale still wins)
+    comfy = start_comfyui(source, venv, tmp_path, [name, LHAN_NEAREST], SPANDREL_FDAT_SCALE="2")
     try:
         pixels = picture(20, 24, seed=3)
         Image.fromarray(pixels).save(tmp_path / "input" / "small.png")
         saved = comfy.saved(comfy.upscale(stock_loader(name), "small.png"))
         assert np.abs(saved - expected(FIXTURES / name, pixels)).max() <= TOLERANCE
-        true = comfy.saved(comfy.upscale(fdat_loader(LHAN_NEAREST, "2"), "small.png"))
-        assert np.abs(true - expected(FIXTURES / LHAN_NEAREST, pixels, scale=2)).max() <= TOLERANCE
+        want = expected(FIXTURES / LHAN_NEAREST, pixels, scale=2)
+        for loader in (fdat_loader(LHAN_NEAREST, "auto"), stock_loader(LHAN_NEAREST), fdat_loader(LHAN_NEAREST, "2")):
+            true = comfy.saved(comfy.upscale(loader, "small.png"))
+            assert true.shape == want.shape == (40, 48, 3)
+            assert np.abs(true - want).max() <= TOLERANCE
     finally:
         comfy.server.stop()
         venvs.uninstall_plugin(venv)
