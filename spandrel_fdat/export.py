@@ -55,7 +55,7 @@ def export_onnx(
     over pixels, LayerNorm and sampling positions are fp32 islands; the sums are also scaled so that
     no fp16 partial sum can overflow after any fp16 conversion. bf16 graphs are written at opset 22
     (or `opset` if newer): the first with bf16 convolutions. io_dtype: the input and output, fp32
-    (default) or the graph's dtype. static=(H, W) fixes height and width (TensorRT engines, vs-mlrt);
+    (default), fp16, or bf16 (only with a bf16 graph, which takes fp32 or bf16). static=(H, W) fixes height and width (TensorRT engines, vs-mlrt);
     None keeps batch, height and width dynamic. The output is not clamped to [0, 1].
     A deep copy is exported: `model` is left as it was. Uses torch's TorchScript-based exporter
     (its dynamo exporter cannot decompose scaled_dot_product_attention with symbolic window counts).

@@ -16,7 +16,10 @@ BF16_OPSET = 22  # the first opset with bf16 Conv, ConvTranspose and GridSample
 
 def fp16_graph_to_bf16(path: Path, opset: int) -> None:
     """Rewrite the fp16 graph at `path` in place as a bf16 graph at max(opset, 22)."""
-    import ml_dtypes
+    try:
+        import ml_dtypes  # onnx's own dependency for bf16 tensors in recent versions
+    except ImportError as err:
+        raise ImportError("bf16 ONNX graphs need the ml_dtypes package: pip install ml_dtypes") from err
     import numpy as np
     import onnx
     from onnx import TensorProto, numpy_helper, version_converter
