@@ -1,6 +1,7 @@
 """fp16 ONNX graphs at large sizes: plain ("naive") sums over pixels against ours, run in onnxruntime.
 
-    python bench/onnx_fp16.py [--sizes 256x256 960x540] [--threads 2] [--out bench/results/onnx_fp16.md]
+    python bench/onnx_fp16.py [--sizes 256x256 960x540] [--preset light] [--graphs ...] [--rounds N]
+                              [--threads 2] [--out bench/results/onnx_fp16.md]
 
 FDAT light x2 (pixelshuffle) with seeded weights of a trained network's scale, then made "hot":
 LayerNorm weights x16 and the conv branch x4 (large normalised features, so large sums over
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import statistics
 import tempfile
 import time
 import warnings
@@ -154,12 +156,29 @@ def graphs(model: FDAT, tmp: Path) -> dict[str, onnx.ModelProto]:
     return found
 
 
+def timing(sessions: dict[str, ort.InferenceSession], x: np.ndarray, rounds: int, label: str) -> str:
+    """Median time of each graph over `rounds` rounds, the graphs alternating within each round
+    (robust to a loaded machine), as ratios to the naive fp16 graph's."""
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            start = time.perf_counter()
+            sess.run(None, {"input": x})
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    base = medians.get("naive fp16", next(iter(medians.values())))
+    text = ", ".join(f"{name} {m:.2f} s ({m / base:.2f}x)" for name, m in medians.items())
+    print(f"  median of {rounds} alternating rounds at {label}: {text}")
+    return f"\nMedian of {rounds} alternating rounds at {label} (ratio to naive fp16): {text}\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["256x256", "960x540"], help="WIDTHxHEIGHT inputs")
     parser.add_argument("--preset", default="light", choices=sorted(PRESETS), help="FDAT size (x2 pixelshuffle)")
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=GRAPHS, help="which graphs to run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=0, help="also time the graphs, alternating, this many rounds")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,6 +212,8 @@ def main() -> None:
                     f"| {label} | {' | '.join(cells)} | {name} | {row[0]} | {row[1]} | {row[2]:.2f} | {seconds:.1f} |"
                 )
                 first = False
+            if args.rounds:
+                lines.append(timing(sessions, x.numpy(), args.rounds, f"{w}x{h}"))
     if args.out is not None:
         args.out.write_text("\n".join(lines) + "\n")
 

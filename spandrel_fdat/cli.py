@@ -3,7 +3,7 @@
     spandrel-fdat autoload enable|disable|status [--site-dir DIR]
     spandrel-fdat comfyui-node PATH
     spandrel-fdat inspect MODEL [--json] [--scale N]
-    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp32|fp16]
+    spandrel-fdat convert MODEL OUT.safetensors [--dtype fp16|bf16|fp32] [--onnx OUT.onnx [--onnx-dtype fp32|fp16|bf16]
         [--onnx-io fp16] [--static HxW] [--opset N]] [--force] [--scale N]
     spandrel-fdat upscale INPUT... -o OUTPUT [-m MODEL] [--tile N] [--overlap M] [--dtype D] [--device D] [--force]
 
@@ -315,16 +315,17 @@ def inspect_command(model: Path, as_json: bool, scale: int | None) -> None:
 @click.option("--onnx", "onnx", type=click.Path(path_type=Path), default=None, help="Also export an ONNX graph here.")
 @click.option(
     "--onnx-dtype",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "bf16"]),
     default=None,
-    help="The ONNX graph's precision where it differs from --dtype (e.g. fp32 weights, fp16 graph). [default: --dtype]",
+    help="The ONNX graph's precision where it differs from --dtype (e.g. bf16 weights, fp32 graph); "
+    "bf16 graphs are opset 22. [default: --dtype]",
 )
 @click.option(
     "--onnx-io",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
-    help="Type of the ONNX graph's input and output.",
+    help="Type of the ONNX graph's input and output: fp32, fp16, or bf16 for a bf16 graph.",
 )
 @click.option(
     "--static",
@@ -358,7 +359,7 @@ def convert_command(
     """
     from .convert import DTYPES, convert_checkpoint, onnx_graph_dtype
 
-    graph_dtype = onnx_graph_dtype(dtype, onnx_dtype) if onnx is not None else dtype
+    graph_dtype = onnx_graph_dtype(dtype, onnx_dtype, onnx_io) if onnx is not None else dtype
     options = dict(dtype=graph_dtype, io_dtype=onnx_io, static=static, opset=opset)
     result = convert_checkpoint(
         model, out, dtype=DTYPES[dtype], onnx=onnx, force=force, scale=scale, onnx_options=options
@@ -378,7 +379,8 @@ def convert_command(
     )
     if result.onnx is not None:
         shape = f"static 1x{static[0]}x{static[1]}" if static else "dynamic batch/height/width"
-        click.echo(f"wrote {result.onnx} (ONNX opset {opset}, {graph_dtype} with {onnx_io} input/output, {shape})")
+        written = max(opset, 22) if graph_dtype == "bf16" else opset  # bf16 Conv needs opset 22
+        click.echo(f"wrote {result.onnx} (ONNX opset {written}, {graph_dtype} with {onnx_io} input/output, {shape})")
 
 
 class _Tile(click.ParamType):

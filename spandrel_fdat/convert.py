@@ -213,17 +213,16 @@ def check_outputs(output: Path, onnx: Path | None, *, force: bool) -> None:
             raise ValueError(f"{path}: its folder {path.parent} does not exist")
 
 
-def onnx_graph_dtype(dtype: str, onnx_dtype: str | None) -> str:
-    """The ONNX graph's precision for `convert --dtype D [--onnx-dtype G]`: G if given, else D,
-    which must then be one the graph can have."""
-    if onnx_dtype is not None:
-        return onnx_dtype
-    if dtype == "bf16":
+def onnx_graph_dtype(dtype: str, onnx_dtype: str | None, onnx_io: str) -> str:
+    """The ONNX graph's precision for `convert --dtype D [--onnx-dtype G] --onnx-io I`: G if
+    given, else D; refused where the graph cannot have input/output I (bf16 goes only with bf16)."""
+    graph = dtype if onnx_dtype is None else onnx_dtype
+    if "bf16" in (graph, onnx_io) and onnx_io not in ("fp32", graph):
         raise ValueError(
-            "--dtype bf16: ONNX graphs are fp32 or fp16 (torch cannot export a bf16 FDAT graph); add "
-            "--onnx-dtype fp32 and build the bf16 engine from it (trtexec --bf16), or --onnx-dtype fp16"
+            f"--onnx-io {onnx_io}: the ONNX graph is {graph}; its input/output can be fp32 or "
+            f"{graph if graph != 'fp32' else 'fp16'} (bf16 input/output only with a bf16 graph)"
         )
-    return dtype
+    return graph
 
 
 def check_onnx_available() -> None:

@@ -39,9 +39,10 @@ from .upsamplers import build_upsampler
 BAND_PIXELS = 8192
 # Pixels per partial sum of channel attention's statistics outside the CPU (see `_statistics_from_products`).
 STAT_CHUNK = 4096
-# Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_exported`) so
-# that no partial sum can overflow fp16. True writes the plain unscaled sums in the graph's own
-# dtype instead: only bench/onnx_fp16.py and tests/test_export_fp16.py set it, to show that overflow.
+# Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_exported`)
+# so that no partial sum can overflow fp16, and keep LayerNorm in fp32 in fp16 graphs. True writes
+# plain unscaled sums and LayerNorms in the graph's own dtype instead: only bench/onnx_fp16.py and
+# tests/test_export_fp16.py set it, to show the overflow that this prevents.
 NAIVE_EXPORT_SUMS = False
 
 
@@ -67,11 +68,10 @@ def _gelu(x: Tensor) -> Tensor:
     return torch.ops.aten.gelu_(x) if _eager_inference() else F.gelu(x)
 
 
-def _at_least_fp32(t: Tensor) -> Tensor:
-    """t in fp32 if it is in a lower precision: an fp32 island in a native fp16 graph. No Cast in an
-    fp32 graph, where onnxconverter-common would relabel its fp32 output as fp16 (a model
-    onnxruntime refuses to load)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+def _widened(t: Tensor) -> Tensor:
+    """t in at least fp32; t itself (no Cast in a graph) if it is."""
+    wide = torch.promote_types(t.dtype, torch.float32)
+    return t if t.dtype == wide else t.to(wide)
 
 
 def _pixel_mean(t: Tensor) -> Tensor:
@@ -85,7 +85,7 @@ def _pixel_mean(t: Tensor) -> Tensor:
     """
     if NAIVE_EXPORT_SUMS:
         return t.sum((1, 2), keepdim=True) / (t.shape[1] * t.shape[2])
-    return (_at_least_fp32(t) * 2**-6).mean(2, keepdim=True).mul(2**-6).mean(1, keepdim=True) * 2**12
+    return (_widened(t) * 2**-6).mean(2, keepdim=True).mul(2**-6).mean(1, keepdim=True) * 2**12
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -232,7 +232,7 @@ class ChannelAttention(nn.Module):
     def statistics(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Over the pixels of y (B, H, W, C): q^T k per head (B, heads, hd, hd) and the squared
         norms of q's and k's channels (B, 2C), in at least fp32 (fp16 would overflow)."""
-        if exporting():  # exported graphs may run anywhere, and in fp16 throughout
+        if exporting():
             return self._statistics_exported(y)
         # fp64 runs at half the fp32 rate on CPUs, at a small fraction on consumer GPUs
         if y.device.type == "cpu" and not _tracing():  # exported graphs may run anywhere
@@ -240,20 +240,22 @@ class ChannelAttention(nn.Module):
         return self._statistics_from_products(y)
 
     def _statistics_exported(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """`_statistics_from_products` as ONNX export writes it: one chunk, every reshape a constant
-        (onnx_shapes.reshape; 0 keeps the batch), and q and k scaled by 2^-11 before their
-        products, for graphs converted to fp16 whole (onnxconverter-common) or summed by an fp16
-        runtime: every partial sum is at most N / 2^22 max|q| max|k|, under 2 max|q| max|k| for
-        the N <= 8.3M pixels of 3840x2160 (q and k are projections of normalised features: tens at
-        most). `mixing` divides by the norms, so the factor cancels. In a native fp16 graph the
-        products are also an fp32 island, as in PyTorch."""
+        """`_statistics_from_products` as ONNX export writes it: one chunk, and every reshape a
+        constant (onnx_shapes.reshape; 0 keeps the batch), so no shape arithmetic.
+
+        q and k are scaled by 2^-11 before their products, so every partial sum is at most
+        N / 2^22 max|q| max|k|, under 2 max|q| max|k| for the N <= 8.3M pixels of 3840x2160 (q and
+        k project normalised features: tens at most), in any precision: a graph converted to fp16
+        whole (onnxconverter-common) or summed by an fp16 runtime. `mixing` divides by the norms,
+        so the factor cancels. In a native fp16 graph the products are also an fp32 island.
+        """
         c, nh = self.qkv.in_features, self.num_heads
         hd = c // nh
         w_qk = self.qkv.weight[: 2 * c].view(2, nh, hd, c).transpose(0, 1).reshape(2 * c, c)  # as below
         qk = F.linear(y, w_qk)  # (B, H, W, 2C)
-        if not NAIVE_EXPORT_SUMS:
-            qk = _at_least_fp32(qk) * 2**-11
         heads = reshape(qk, [0, -1, nh, 2 * hd]).transpose(1, 2)  # (B, heads, N, 2hd)
+        if not NAIVE_EXPORT_SUMS:
+            heads = _widened(heads) * 2**-11
         q, k = heads.split(hd, dim=-1)
         gram = q.transpose(-1, -2) @ k  # (B, heads, hd, hd)
         squares = heads.square().sum(2).reshape(-1, nh, 2, hd).transpose(1, 2)  # (B, qk, heads, hd)
@@ -312,8 +314,8 @@ class ChannelAttention(nn.Module):
         nh, c = self.num_heads, self.qkv.in_features  # not read from shapes: no shape arithmetic in graphs
         hd = c // nh
         if exporting():
-            # norms scaled by 2^-11 (`_statistics_exported`), divided one at a time by a floor
-            # that fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
+            # norms scaled by 2^-11 (`_statistics_exported`), divided one at a time by a floor that
+            # fp16 holds (2^-24; their product, or 1e-12, is 0 in fp16: 0/0)
             q_norms, k_norms = squares.sqrt().clamp_min(2**-24).split(c, dim=1)  # one Split, not two Slices
             gram = gram / q_norms.reshape(-1, nh, hd, 1) / k_norms.reshape(-1, nh, 1, hd)
         else:
@@ -322,8 +324,7 @@ class ChannelAttention(nn.Module):
         attn = (gram * self.temp.to(gram.dtype)).softmax(dim=-1)
         w_v, w_p = self.qkv.weight[2 * c :].to(gram.dtype), self.proj.weight.to(gram.dtype)
         heads = attn.transpose(-1, -2) @ w_p.t().view(nh, hd, c)  # (B, heads, hd, C): M's rows by head
-        mixing = w_v.t() @ heads.reshape(-1, c, c)
-        return mixing if mixing.dtype == self.qkv.weight.dtype else mixing.to(self.qkv.weight.dtype)
+        return (w_v.t() @ heads.reshape(-1, c, c)).to(self.qkv.weight.dtype)
 
     def attend(self, y: Tensor, mixing: Tensor) -> Tensor:
         """The attention output for the pixels of y (B, H, W, C)."""
@@ -391,7 +392,7 @@ class LayerNorm(nn.LayerNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if _tracing() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
+        if exporting() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
             weight, bias = self.weight.float(), self.bias.float()
             return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
         return super().forward(x)
@@ -469,7 +470,7 @@ class FDATBlock(nn.Module):
         """x + conv + attn * channel_gate(mean(conv)): the gate needs every band's conv first."""
         attention = self.attn
         assert isinstance(attention, SpatialWindowAttention)
-        if exporting():  # one band; the mean read from the graph, not from traced sizes (see _pixel_mean)
+        if exporting():  # one band; the mean read from the graph, not from traced sizes
             y = self.n1(x)
             conv = self._conv_branch(y, WHOLE[0])
             mean = _pixel_mean(conv)

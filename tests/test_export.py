@@ -212,7 +212,7 @@ def test_static_graph_has_fixed_shapes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(dtype="bf16"), "dtype='bf16'; choose one of fp32, fp16"),
+        (dict(dtype="fp8"), "dtype='fp8'; choose one of fp32, fp16, bf16"),
         (dict(opset=13), "opset 13 is too old; choose 14 or newer"),
         (dict(static=(0, 8)), "static=\\(0, 8\\); give \\(height, width\\)"),
     ],
