@@ -10,13 +10,19 @@ hold (Gelu, LayerNormalization, FusedMatMul, FusedConv, ...), then per size the 
 each and eager/onnxruntime (above 1: onnxruntime faster). `--post` runs onnxslim or onnxsim on
 the graph first (pip install them yourself; neither is a dependency). `--nodes-only` skips timing.
 `--baseline` times another graph of the same model (e.g. one exported by an older version) as a
-third side, and prints baseline/ours (above 1: our graph faster in onnxruntime).
+third side, and prints baseline/ours (above 1: our graph faster in onnxruntime). `--one-band`
+adds eager PyTorch with its CPU bands of rows turned off (`band_pixels = 0`), the whole image at
+once as the graph computes it: how much of eager's lead is the bands' cache locality.
+`--profile` prints, per size, where onnxruntime's time goes by op type (its own profiler, one run
+after a warm-up) instead of timing the sides.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import copy
+import json
 import statistics
 import tempfile
 import time
@@ -88,6 +94,33 @@ def session(path: Path, threads: int, optimized: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def profile(path: Path, threads: int, size: int) -> None:
+    """onnxruntime's kernel time per op type for one run at size x size, after a warm-up run."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = {"input": torch.rand(1, 3, size, size).numpy()}
+    sess.run(None, x)
+    start = time.perf_counter()
+    sess.run(None, x)
+    wall = time.perf_counter() - start
+    per_op: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    last = max((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])  # the timed run
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= last["ts"]:
+            per_op[e["args"]["op_name"]] += e["dur"]
+            count[e["args"]["op_name"]] += 1
+    total = sum(per_op.values())
+    print(f"{size}x{size}: onnxruntime {wall:.3f} s, kernels {total / 1e6:.3f} s")
+    print("| op type | nodes | s | share |\n|---|---|---|---|")
+    for op, us in per_op.most_common(16):
+        print(f"| {op} | {count[op]} | {us / 1e6:.3f} | {100 * us / total:.1f}% |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
@@ -97,6 +130,8 @@ def main() -> None:
     parser.add_argument("--post", choices=["none", "onnxslim", "onnxsim"], default="none")
     parser.add_argument("--nodes-only", action="store_true")
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--one-band", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = medium_x2()
@@ -113,12 +148,20 @@ def main() -> None:
             path = post_pass(path, args.post)
             print(f"after {args.post}: {describe(op_histogram(onnx.load(str(path)).graph.node))}")
         sess = session(path, args.threads, optimized)
+        if args.profile:
+            for size in args.sizes:
+                profile(path, args.threads, size)
+            return
         fused = op_histogram(onnx.load(str(optimized)).graph.node)
         sides = {"eager": lambda x: model(x), "onnxruntime": lambda x: sess.run(None, {"input": x.numpy()})}
         if args.baseline is not None:
             print(f"baseline {args.baseline}: {describe(op_histogram(onnx.load(str(args.baseline)).graph.node))}")
             other = session(args.baseline, args.threads, Path(tmp) / "baseline.opt.onnx")
             sides["baseline"] = lambda x: other.run(None, {"input": x.numpy()})
+    if args.one_band:
+        whole = copy.deepcopy(model)
+        whole.band_pixels = 0
+        sides["eager, one band"] = lambda x: whole(x)
     print(f"after onnxruntime {ort.__version__}'s optimisations (ORT_ENABLE_ALL): {describe(fused)}")
     print("fusions:", ", ".join(f"{k} {fused[k]}" for k in FUSIONS if fused[k]) or "none")
     if args.nodes_only:
@@ -139,6 +182,10 @@ def main() -> None:
         line = f"{size}x{size}: eager {e:.3f} s, onnxruntime {o:.3f} s, eager/onnxruntime {e / o:.2f}"
         if "baseline" in t:
             line += f"; baseline graph {t['baseline']:.3f} s, baseline/ours {t['baseline'] / o:.2f}"
+        if "eager, one band" in t:
+            line += (
+                f"; eager in one band {t['eager, one band']:.3f} s, one band/onnxruntime {t['eager, one band'] / o:.2f}"
+            )
         print(line, flush=True)
 
 
