@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DYSAMPLE_GROUPS, LDA_GROUPS, LDA_KERNEL, LDA_REDUCTION, FDATConfig
+from .onnx_shapes import exporting
 from .sampling import grid_sample
 
 
@@ -75,7 +76,11 @@ class DySample(nn.Module):
 
 
 class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over dim 1 of a (B, C, H, W) tensor, eps 1e-6 as in LDA_AQU."""
+    """LayerNorm over dim 1 of a (B, C, H, W) tensor, eps 1e-6 as in LDA_AQU.
+
+    In an exported fp16 (or bf16) graph it is an fp32 island, as the body's LayerNorm: the
+    upsampler's input is the residual stream, whose squares can pass fp16's range.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -84,10 +89,13 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        if exporting() and dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
         u = x.mean(1, keepdim=True)
         var = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        return (self.weight[:, None, None] * x + self.bias[:, None, None]).to(dtype)
 
 
 class LDAUpsample(nn.Module):

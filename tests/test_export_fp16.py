@@ -15,6 +15,7 @@ import torch
 from spandrel_fdat import FDAT, export_onnx
 from spandrel_fdat import network as net
 from spandrel_fdat.network import ChannelAttention, FDATBlock
+from spandrel_fdat.upsamplers import LDAUpsample
 from tests.helpers import SMALL, assert_one_line_error, build, image, run_cli
 
 ort = pytest.importorskip("onnxruntime")
@@ -194,3 +195,34 @@ def test_convert_dtype_bf16_writes_a_bf16_graph_and_refuses_fp16_io(tmp_path: Pa
     args = ("--dtype", "bf16", "--onnx", tmp_path / "n.onnx", "--onnx-io", "fp16")
     assert_one_line_error(run_cli("convert", source, tmp_path / "n.safetensors", *args), "--onnx-io fp16", "bf16")
     assert not (tmp_path / "n.onnx").exists() and not (tmp_path / "n.safetensors").exists()
+
+
+def test_the_lda_upsamplers_layernorm_is_an_fp32_island(tmp_path: Path) -> None:
+    """LDA's LayerNorm sees the residual stream: made 2000 times larger here, its squares pass
+    fp16's range. In the fp16 graph its moments are fp32 (onnxruntime's CPU runs fp16 ops it has
+    no fp16 kernel for in fp32, so the graph's types are what a GPU runtime would see), and the
+    output stays near fp32's."""
+    model, x = build(**SMALL, upsampler_type="lda", scale=2), image(3, 16, 20)
+    lda = next(m for m in model.upsampler.modules() if isinstance(m, LDAUpsample))
+    with torch.no_grad():
+        model.conv_first.weight.mul_(2000)
+        model.conv_first.bias.mul_(2000)
+        model.upsampler[-1].weight.div_(2000)  # the conv after LDA: output back in range
+        model.upsampler[-1].bias.div_(2000)
+    seen: list[torch.Tensor] = []
+    handle = lda.layer_norm.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    with torch.inference_mode():
+        expected = model(x)
+    handle.remove()
+    squares = (seen[0] - seen[0].mean(1, keepdim=True)).pow(2)
+    assert float(squares.max()) > FP16_MAX  # the setup: fp16 squares would overflow
+    path = export_onnx(model, tmp_path / "m.onnx", dtype="fp16")
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    types = {v.name: v.type.tensor_type.elem_type for v in graph.graph.value_info}
+    moments = [n for n in graph.graph.node if "layer_norm" in n.name and n.op_type in ("Pow", "ReduceMean")]
+    assert len(moments) == 3  # mean, squares, variance
+    assert {types[n.input[0]] for n in moments} == {onnx.TensorProto.FLOAT}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})
+    assert nonfinite([out]) == 0
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=2e-2)
