@@ -167,17 +167,33 @@ def test_convert_dtype_fp16_writes_an_fp16_graph(tmp_path: Path) -> None:
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
-def test_bf16_graph_runs_in_the_reference_evaluator_near_eager_bf16(tmp_path: Path) -> None:
+def reference_evaluator(graph: Any) -> Any:
+    """onnx's reference evaluator, with GatherElements as numpy's take_along_axis: its own uses
+    np.choose, which takes at most 64 entries along the axis (DySample/LDA gather from H*W)."""
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    class GatherElements(OpRun):
+        op_domain = ""
+
+        def _run(self, data: np.ndarray, indices: np.ndarray, axis: int | None = None) -> tuple[np.ndarray]:
+            axis = axis or 0
+            indices = np.where(indices < 0, indices + data.shape[axis], indices)
+            return (np.take_along_axis(data, indices, axis=axis),)
+
+    return ReferenceEvaluator(graph, new_ops=[GatherElements])
+
+
+@pytest.mark.parametrize("upsampler", ["pixelshuffle", "dysample", "lda"])
+def test_bf16_graph_runs_in_the_reference_evaluator_near_eager_bf16(upsampler: str, tmp_path: Path) -> None:
     """A bf16 graph (opset 22: bf16 Conv) is as close to fp32 as PyTorch's own bf16 forward.
     onnxruntime's CPU has no bf16 Conv, so onnx's reference evaluator runs it, at 12x12."""
-    from onnx.reference import ReferenceEvaluator
-
-    model, x = build(**SMALL, upsampler_type="pixelshuffle", scale=2), image(3, 12, 12)
+    model, x = build(**SMALL, upsampler_type=upsampler, scale=2), image(3, 12, 12)
     graph = onnx.load(str(export_onnx(model, tmp_path / "bf16.onnx", dtype="bf16")))
     assert graph.opset_import[0].version == 22
     weights = {t.data_type for t in graph.graph.initializer if t.name.endswith(".weight")}
     assert weights == {onnx.TensorProto.BFLOAT16}
-    (out,) = ReferenceEvaluator(graph).run(None, {"input": x.numpy()})
+    (out,) = reference_evaluator(graph).run(None, {"input": x.numpy()})
     with torch.inference_mode():
         expected = model(x)
         eager_error = float((model.bfloat16()(x.bfloat16()).float() - expected).abs().max())
