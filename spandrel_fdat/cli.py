@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import __version__, autoload, comfyui
-from .errors import interface
+from .errors import interface, scale_remedy
 
 # torch and spandrel are imported inside the commands that need them, so that --help,
 # --version, autoload and comfyui-node answer at once (bench/cli_startup.py).
@@ -368,8 +368,8 @@ def convert_command(
     if result.scale_guessed:
         click.echo(
             f"note: the checkpoint's shapes do not record its scale; x{result.config.scale} is stored in the metadata "
-            "(pass --scale N for another), which spandrel-fdat and load_model read back; spandrel's own loader "
-            "needs SPANDREL_FDAT_SCALE=N",
+            "(pass --scale N for another), which spandrel-fdat and load_model read back; in a host, which loads "
+            f"through spandrel and does not read it, choose with {scale_remedy('host')}",
             err=True,
         )
     config = result.config

@@ -45,9 +45,14 @@ def current_interface(default: Interface) -> Interface:
     return _interface.get() or default
 
 
+def scale_remedy(where: Interface) -> str:
+    """How a user of `where` chooses the scale of a checkpoint that does not record it."""
+    return _SCALE_REMEDIES[where]
+
+
 def scale_warning_text(scale: int, where: Interface) -> str:
     """The FDATScaleWarning message, naming the remedy of the interface in use."""
-    return f"this FDAT checkpoint does not record its scale; loaded as x{scale}. Choose with {_SCALE_REMEDIES[where]}."
+    return f"this FDAT checkpoint does not record its scale; loaded as x{scale}. Choose with {scale_remedy(where)}."
 
 
 class FDATCheckpointError(ValueError):

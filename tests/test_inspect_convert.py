@@ -37,8 +37,9 @@ from spandrel import ArchRegistry, ModelLoader
 from spandrel.architectures.ESRGAN import ESRGAN
 
 import spandrel_fdat
-from spandrel_fdat import FDAT, FDATConfig, FDATFileError, infer_config, install
+from spandrel_fdat import FDAT, FDATConfig, FDATFileError, FDATScaleWarning, errors, infer_config, install
 from spandrel_fdat.convert import CONFIG_KEY, VERSION_KEY, read_metadata, read_stored_config, save_safetensors
+from spandrel_fdat.errors import SCALE_ENV
 from spandrel_fdat.report import REPORT_KEYS, build_report
 from tests.helpers import SMALL, assert_one_line_error, build, image
 from tests.helpers import run_cli as run
@@ -324,6 +325,20 @@ def test_a_stored_scale_is_used_where_the_shapes_cannot_tell(tmp_path: Path) -> 
     # an explicit scale still wins; the stored one is then reported as different
     report = build_report(recorded_x2, scale=3)
     assert report["scale"] == 3 and report["stored_config_differences"] == {"scale": {"stored": 2, "inferred": 3}}
+
+
+def test_convert_of_a_guessed_scale_names_the_hosts_remedy_in_their_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The note names the host remedy in the same words as the warning a host shows."""
+    monkeypatch.delenv(SCALE_ENV, raising=False)
+    result = run("convert", FIXTURES_DIR / "lhan_nearest_conv_x2.pth", tmp_path / "m.safetensors")
+    ok(result)
+    with pytest.warns(FDATScaleWarning) as record, errors.interface("host"):
+        spandrel_fdat.load_model(FIXTURES_DIR / "lhan_nearest_conv_x2.pth")
+    host_remedy = str(record[0].message).split("Choose with ", 1)[1].rstrip(".")
+    assert SCALE_ENV in host_remedy and "Load Upscale Model (FDAT)" in host_remedy
+    assert f"choose with {host_remedy}" in " ".join(result.stderr.split())
 
 
 def test_stored_config_that_disagrees_with_the_shapes(tmp_path: Path) -> None:
