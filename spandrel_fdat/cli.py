@@ -520,13 +520,15 @@ def upscale_command(
       spandrel-fdat upscale photos/ -o upscaled/ --ray --ray-actors 2 --ray-cpus 2
       spandrel-fdat upscale /shared/in -o /shared/out/ --ray auto --ray-actors 8 --ray-gpus 1 --resume
     """
+    from .paths import is_uri
+
     ray_options = {"--ray-actors": ray_actors, "--ray-cpus": ray_cpus, "--ray-gpus": ray_gpus, "--ray-batch": ray_batch}
     if ray_address is None:
         for flag, value in ray_options.items():
             if value is not None:
                 raise click.UsageError(f"{flag} applies with --ray only: add --ray [ADDRESS] or drop {flag}")
         for name in (*inputs, output):
-            if "://" in name:  # pathlib would read s3://b/x as the local s3:/b/x
+            if is_uri(name):  # pathlib would read s3://b/x as the local s3:/b/x
                 raise click.UsageError(
                     f"{name}: URIs (s3://, gs://, ...) are read and written with --ray only; add --ray"
                 )

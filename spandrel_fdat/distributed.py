@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import EXTENSIONS, image_format, write_atomic
+from .paths import is_uri
 from .upscale import (
     DEFAULT_TILE,
     Summary,
@@ -87,7 +88,7 @@ def _die_once_for_tests(source: str) -> None:
 
 def _read(uri: str) -> bytes:
     """A file's bytes from a local path or a pyarrow filesystem URI (s3://, gs://, hdfs://)."""
-    if "://" not in uri:
+    if not is_uri(uri):
         return Path(uri).read_bytes()
     import pyarrow.fs
 
@@ -98,7 +99,7 @@ def _read(uri: str) -> bytes:
 
 def _write(data: bytes, uri: str) -> None:
     """Write whole or not at all: local files via write_atomic; other filesystems via a temporary name + move."""
-    if "://" not in uri:
+    if not is_uri(uri):
         write_atomic(data, uri)
         return
     import pyarrow.fs
@@ -166,7 +167,7 @@ def upscale_ray(
     ray = _init_ray(address)
     if not address or address == "local":
         _check_actor_fits(ray, num_cpus, num_gpus)
-    if any(_is_uri(name) for name in [*inputs, output]):
+    if any(is_uri(name) for name in [*inputs, output]):
         rows, failures, skipped, destination, single_file = _plan_uris(inputs, output, force=force, resume=resume)
     else:
         rows, failures, skipped, destination, single_file = _plan_paths(inputs, output, force=force, resume=resume)
@@ -190,7 +191,7 @@ def upscale_ray(
         for row in dataset.iter_rows():
             source = str(row["source"])
             if row["error"]:
-                failures.append((source if _is_uri(source) else Path(source), str(row["error"])))
+                failures.append((source if is_uri(source) else Path(source), str(row["error"])))
             else:
                 done += 1
                 megapixels += float(row["megapixels"])
@@ -222,13 +223,9 @@ def _plan_paths(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
     return rows, [*rejected, *refused], skipped, destination, single_file
 
 
-def _is_uri(name: str | os.PathLike[str]) -> bool:
-    return "://" in os.fspath(name)
-
-
 def _kind(name: str) -> str | None:
     """ "file", "folder" or None (missing), for a local path or a pyarrow filesystem URI (s3://, gs://, ...)."""
-    if not _is_uri(name):
+    if not is_uri(name):
         path = Path(name)
         return "folder" if path.is_dir() else "file" if path.exists() else None
     import pyarrow.fs
@@ -240,7 +237,7 @@ def _kind(name: str) -> str | None:
 
 def _files_in(folder: str) -> list[str]:
     """The files directly in a local folder or under a URI prefix, sorted."""
-    if not _is_uri(folder):
+    if not is_uri(folder):
         return sorted(str(p) for p in Path(folder).iterdir() if p.is_file())
     import pyarrow.fs
 
@@ -274,14 +271,14 @@ def _plan_uris(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLi
     as_folder = f"{out.rstrip('/')}/" if _kind(out) == "folder" else out  # an existing folder needs no trailing /
     # the CLI's -o rule decides file or folder and refuses; the names are built here (pathlib mangles "s3://")
     names = [Path(i.rpartition("/")[2]) for i in images]
-    _, single_file = plan_jobs(names, as_folder, several or len(images) > 1, create=not _is_uri(out))
+    _, single_file = plan_jobs(names, as_folder, several or len(images) > 1, create=not is_uri(out))
     targets = [out] if single_file else [f"{out.rstrip('/')}/{i.rpartition('/')[2]}" for i in images]
     rows: list[dict[str, str]] = []
     claimed: dict[str, str] = {}
     skipped = 0
     for source, target in zip(images, targets, strict=True):
-        key = target if _is_uri(target) else str(Path(target).resolve())
-        same = key == (source if _is_uri(source) else str(Path(source).resolve()))
+        key = target if is_uri(target) else str(Path(target).resolve())
+        same = key == (source if is_uri(source) else str(Path(source).resolve()))
         exists = _kind(target) == "file"
         if select["resume"] and exists and not same:
             skipped += 1

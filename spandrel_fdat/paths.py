@@ -18,7 +18,12 @@ from pathlib import Path
 
 from .images import EXTENSIONS, image_format
 
-__all__ = ["Job", "OutputPathError", "collect_inputs", "output_is_file", "plan_outputs"]
+__all__ = ["Job", "OutputPathError", "collect_inputs", "is_uri", "output_is_file", "plan_outputs"]
+
+
+def is_uri(name: str | os.PathLike[str]) -> bool:
+    """True for a URI of a pyarrow filesystem (s3://bucket/x), which only `--ray` reads and writes."""
+    return "://" in os.fspath(name)
 
 
 class OutputPathError(ValueError):

@@ -36,7 +36,7 @@ from .convert import DTYPES
 from .images import EXTENSIONS, FloatImage, encode_image, read_image, write_atomic
 from .memory import OVERHEAD, available_memory, bytes_per_pixel, fits, largest_tile
 from .models import default_model_path
-from .paths import Job, OutputPathError, collect_inputs, plan_outputs
+from .paths import Job, OutputPathError, collect_inputs, is_uri, plan_outputs
 from .tiling import count_tiles, upscale_tiled
 
 __all__ = [
@@ -298,7 +298,7 @@ class Summary:
         elif self.single_file:
             where = f"output: {self.destination}"
         else:
-            sep = "/" if "://" in str(self.destination) else os.sep
+            sep = "/" if is_uri(self.destination) else os.sep
             where = f"outputs in {str(self.destination).rstrip(sep)}{sep}"
         total = self.done + self.failed + self.skipped
         skipped = f", {self.skipped} already done" if self.skipped else ""
