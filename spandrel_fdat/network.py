@@ -30,7 +30,7 @@ from .bands import into as _into
 from .bands import rows as _rows
 from .config import PRESETS, BlockType, FDATConfig, Layout, UpsamplerType
 from .errors import FDATHalfOverflowWarning
-from .onnx_shapes import WindowShapes, exporting, reshape
+from .onnx_shapes import WindowShapes, exporting, fp32_island, reshape
 from .upsamplers import build_upsampler
 
 # Feature pixels per band in CPU inference (`python bench/benchmark.py --bands` measures others).
@@ -41,8 +41,8 @@ BAND_PIXELS = 8192
 STAT_CHUNK = 4096
 # Exported graphs sum over pixels scaled (`_pixel_mean`, `ChannelAttention._statistics_exported`)
 # so that no partial sum can overflow fp16, and keep LayerNorm in fp32 in fp16 graphs. True writes
-# plain unscaled sums and LayerNorms in the graph's own dtype instead: only bench/onnx_fp16.py and
-# tests/test_export_fp16.py set it, to show the overflow that this prevents.
+# plain unscaled sums and the body's LayerNorms in the graph's own dtype instead: only
+# bench/onnx_fp16.py and tests/test_export_fp16.py set it, to show the overflow that this prevents.
 NAIVE_EXPORT_SUMS = False
 
 
@@ -392,7 +392,7 @@ class LayerNorm(nn.LayerNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if exporting() and x.dtype in (torch.float16, torch.bfloat16) and not NAIVE_EXPORT_SUMS:
+        if fp32_island(x) and not NAIVE_EXPORT_SUMS:
             weight, bias = self.weight.float(), self.bias.float()
             return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
         return super().forward(x)

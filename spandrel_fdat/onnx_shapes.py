@@ -24,6 +24,12 @@ def exporting() -> bool:
     return torch.onnx.is_in_onnx_export()
 
 
+def fp32_island(x: Tensor) -> bool:
+    """True where x, traced into an fp16 or bf16 ONNX graph, is to be cast to fp32 for a few
+    operations (LayerNorm's moments) and back: explicit Casts that every runtime keeps."""
+    return exporting() and x.dtype in (torch.float16, torch.bfloat16)
+
+
 class _Shape(Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:

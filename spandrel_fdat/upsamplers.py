@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DYSAMPLE_GROUPS, LDA_GROUPS, LDA_KERNEL, LDA_REDUCTION, FDATConfig
-from .onnx_shapes import exporting
+from .onnx_shapes import fp32_island
 from .sampling import grid_sample
 
 
@@ -90,7 +90,7 @@ class ChannelsFirstLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dtype = x.dtype
-        if exporting() and dtype in (torch.float16, torch.bfloat16):
+        if fp32_island(x):
             x = x.float()
         u = x.mean(1, keepdim=True)
         var = (x - u).pow(2).mean(1, keepdim=True)
