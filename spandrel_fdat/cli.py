@@ -358,6 +358,7 @@ def convert_command(
       spandrel-fdat convert 4x_model.pth m.safetensors --onnx m_720x480.onnx --onnx-dtype fp16 --static 480x720
     """
     from .convert import DTYPES, convert_checkpoint, onnx_graph_dtype
+    from .onnx_bf16 import graph_opset
 
     graph_dtype = onnx_graph_dtype(dtype, onnx_dtype, onnx_io) if onnx is not None else dtype
     options = dict(dtype=graph_dtype, io_dtype=onnx_io, static=static, opset=opset)
@@ -379,7 +380,7 @@ def convert_command(
     )
     if result.onnx is not None:
         shape = f"static 1x{static[0]}x{static[1]}" if static else "dynamic batch/height/width"
-        written = max(opset, 22) if graph_dtype == "bf16" else opset  # bf16 Conv needs opset 22
+        written = graph_opset(graph_dtype, opset)  # bf16 graphs: opset 22 at least
         click.echo(f"wrote {result.onnx} (ONNX opset {written}, {graph_dtype} with {onnx_io} input/output, {shape})")
 
 

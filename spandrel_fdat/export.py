@@ -14,7 +14,7 @@ from spandrel import ImageModelDescriptor
 from torch import Tensor, nn
 
 from .network import FDAT
-from .onnx_bf16 import BF16_OPSET, fp16_graph_to_bf16
+from .onnx_bf16 import fp16_graph_to_bf16
 from .onnx_casts import retype_casts
 
 DEFAULT_OPSET = 17  # any opset from 14 on works: DySample and LDA sample with gathers when exporting
@@ -102,5 +102,5 @@ def export_onnx(
         )
     retype_casts(path, opset)  # so that onnxconverter-common's fp16 conversion of it loads
     if dtype == "bf16":
-        fp16_graph_to_bf16(path, max(opset, BF16_OPSET))
+        fp16_graph_to_bf16(path, opset)
     return path

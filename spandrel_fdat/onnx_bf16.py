@@ -14,8 +14,13 @@ from pathlib import Path
 BF16_OPSET = 22  # the first opset with bf16 Conv, ConvTranspose and GridSample
 
 
+def graph_opset(dtype: str, opset: int) -> int:
+    """The opset a graph of `dtype` ("fp32", "fp16", "bf16") asked for at `opset` is written at."""
+    return max(opset, BF16_OPSET) if dtype == "bf16" else opset
+
+
 def fp16_graph_to_bf16(path: Path, opset: int) -> None:
-    """Rewrite the fp16 graph at `path` in place as a bf16 graph at max(opset, 22)."""
+    """Rewrite the fp16 graph at `path` in place as a bf16 graph at `graph_opset("bf16", opset)`."""
     try:
         import ml_dtypes  # onnx's own dependency for bf16 tensors in recent versions
     except ImportError as err:
@@ -24,7 +29,7 @@ def fp16_graph_to_bf16(path: Path, opset: int) -> None:
     import onnx
     from onnx import TensorProto, numpy_helper, version_converter
 
-    model = version_converter.convert_version(onnx.load(str(path)), max(opset, BF16_OPSET))
+    model = version_converter.convert_version(onnx.load(str(path)), graph_opset("bf16", opset))
 
     def relabel(tensor: onnx.TensorProto) -> None:
         if tensor.data_type == TensorProto.FLOAT16:
