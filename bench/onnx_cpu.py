@@ -86,21 +86,23 @@ def post_pass(path: Path, kind: str) -> Path:
     return out
 
 
-def session(path: Path, threads: int, optimized: Path) -> ort.InferenceSession:
+def session(path: Path, threads: int, optimized: Path | None = None, profiled: bool = False) -> ort.InferenceSession:
+    """An onnxruntime CPU session (ORT_ENABLE_ALL); `optimized`: where to save the graph it runs;
+    `profiled`: with onnxruntime's profiler on, writing next to `path`."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(optimized)
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
+    if profiled:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(path.with_suffix(""))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def profile(path: Path, threads: int, size: int) -> None:
     """onnxruntime's kernel time per op type for one run at size x size, after a warm-up run."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix(""))
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    sess = session(path, threads, profiled=True)  # a profile ends with its session: one per size
     x = {"input": torch.rand(1, 3, size, size).numpy()}
     sess.run(None, x)
     start = time.perf_counter()
@@ -147,11 +149,11 @@ def main() -> None:
         if args.post != "none":
             path = post_pass(path, args.post)
             print(f"after {args.post}: {describe(op_histogram(onnx.load(str(path)).graph.node))}")
-        sess = session(path, args.threads, optimized)
         if args.profile:
             for size in args.sizes:
                 profile(path, args.threads, size)
             return
+        sess = session(path, args.threads, optimized)
         fused = op_histogram(onnx.load(str(optimized)).graph.node)
         sides = {"eager": lambda x: model(x), "onnxruntime": lambda x: sess.run(None, {"input": x.numpy()})}
         if args.baseline is not None:
