@@ -542,13 +542,13 @@ def upscale_command(
     if ray_address is not None:  # --ray: the same steps on Ray Data (spandrel_fdat.distributed)
         from . import distributed
 
-        run = functools.partial(
+        sizing: dict[str, Any] = dict(
+            concurrency=ray_actors, num_cpus=ray_cpus, num_gpus=ray_gpus, batch_size=ray_batch
+        )
+        run = functools.partial(  # options not given keep upscale_ray's defaults
             distributed.upscale_ray,
             address=None if ray_address == "local" else ray_address,
-            concurrency=1 if ray_actors is None else ray_actors,
-            num_cpus=1 if ray_cpus is None else ray_cpus,
-            num_gpus=0 if ray_gpus is None else ray_gpus,
-            batch_size=1 if ray_batch is None else ray_batch,
+            **{name: value for name, value in sizing.items() if value is not None},
         )
     else:
         run = functools.partial(upscale.upscale_files, workers=workers)
